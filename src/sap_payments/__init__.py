@@ -1,0 +1,150 @@
+"""sap_payments: pay social assistance electronically.
+
+The public API is what this module exports (``__all__``); everything else is an implementation
+detail that may change. Start with :class:`Ledger`::
+
+    from sap_payments import Ledger
+
+    with Ledger.open("sap-payments.db") as ledger:
+        ledger.import_roster("roster.csv")
+        ledger.prepare("2021-09")
+        ledger.approve("2021-09", by="Trưởng phòng BTXH")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sap_payments.areas import Area
+from sap_payments.beneficiaries import (
+    BankAccount,
+    Beneficiary,
+    CashPickup,
+    Channel,
+    Decision,
+    FinancialAddress,
+    Mandate,
+    Proxy,
+    Sex,
+    Status,
+    WalletAddress,
+    normalise_msisdn,
+    parse_address,
+)
+from sap_payments.changes import Change, ChangeReport, change_report
+from sap_payments.config import DEFAULT_PROGRAMME, Config, ProviderConfig
+from sap_payments.cycles import (
+    ApprovalResult,
+    ControlTotal,
+    PrepareResult,
+    approve,
+    instruction_id,
+    prepare,
+)
+from sap_payments.entitlements import Entitlement, due_months
+from sap_payments.errors import (
+    ConfigError,
+    CurrencyMismatch,
+    CycleNotFound,
+    CycleStateError,
+    InvalidInput,
+    InvalidPeriod,
+    InvalidRoster,
+    InvalidRuleSet,
+    InvalidTransition,
+    RowProblem,
+    SapPaymentsError,
+    SchemaVersionError,
+    StateError,
+    StoreError,
+    UnknownCategory,
+)
+from sap_payments.instructions import (
+    FINAL_STATES,
+    OPEN_STATES,
+    REPAYABLE_STATES,
+    TRANSITIONS,
+    Event,
+    InstructionState,
+    LineKind,
+    check_transition,
+)
+from sap_payments.ledger import Ledger
+from sap_payments.money import Money
+from sap_payments.periods import Period
+from sap_payments.roster import ROSTER_COLUMNS, ImportResult, import_areas, import_roster
+from sap_payments.rules import Category, RuleSet, StandardLevel
+from sap_payments.sqlite_store import SQLiteStore
+from sap_payments.store import Store
+
+try:
+    __version__ = version("sap-payments")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULT_PROGRAMME",
+    "FINAL_STATES",
+    "OPEN_STATES",
+    "REPAYABLE_STATES",
+    "ROSTER_COLUMNS",
+    "TRANSITIONS",
+    "ApprovalResult",
+    "Area",
+    "BankAccount",
+    "Beneficiary",
+    "CashPickup",
+    "Category",
+    "Change",
+    "ChangeReport",
+    "Channel",
+    "Config",
+    "ConfigError",
+    "ControlTotal",
+    "CurrencyMismatch",
+    "CycleNotFound",
+    "CycleStateError",
+    "Decision",
+    "Entitlement",
+    "Event",
+    "FinancialAddress",
+    "ImportResult",
+    "InstructionState",
+    "InvalidInput",
+    "InvalidPeriod",
+    "InvalidRoster",
+    "InvalidRuleSet",
+    "InvalidTransition",
+    "Ledger",
+    "LineKind",
+    "Mandate",
+    "Money",
+    "Period",
+    "PrepareResult",
+    "ProviderConfig",
+    "Proxy",
+    "RowProblem",
+    "RuleSet",
+    "SQLiteStore",
+    "SapPaymentsError",
+    "SchemaVersionError",
+    "Sex",
+    "StandardLevel",
+    "StateError",
+    "Status",
+    "Store",
+    "StoreError",
+    "UnknownCategory",
+    "WalletAddress",
+    "__version__",
+    "approve",
+    "change_report",
+    "check_transition",
+    "due_months",
+    "import_areas",
+    "import_roster",
+    "instruction_id",
+    "normalise_msisdn",
+    "parse_address",
+    "prepare",
+]

@@ -1,0 +1,336 @@
+"""``sap-payments``: the command line for scripts and clerks.
+
+Every command exits 0 on success and non-zero on any error, with a one-line cause on stderr
+(``--debug`` adds the traceback). Long work shows progress on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from sap_payments.config import Config
+from sap_payments.errors import SapPaymentsError
+from sap_payments.ledger import Ledger
+from sap_payments.output import FORMATS
+from sap_payments.periods import Period
+from sap_payments.reports import write_change_report, write_cycle, write_records
+from sap_payments.rules import RuleSet
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class Progress:
+    """A counter on stderr, redrawn in place; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, *, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        rate = f", {done / elapsed:,.0f}/s" if elapsed > 0.5 else ""
+        sys.stderr.write(f"\r{self.label}: {done:,}{rate}   ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _period(text: str) -> Period:
+    try:
+        return Period.parse(text)
+    except SapPaymentsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the ledger database (default ./sap-payments.db)",
+    )
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="configuration file (default ./sap-payments.toml when present)",
+    )
+    common.add_argument(
+        "--rules",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="rule-set TOML file (default: the configured one, else the Vietnamese default)",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
+    common.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress output",
+    )
+    parser = argparse.ArgumentParser(
+        prog="sap-payments",
+        description="Pay social assistance electronically: import rosters, prepare and approve "
+        "payment cycles, report.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def programme(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--programme", help="programme id (default: monthly-allowance)")
+
+    def fmt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+        p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+
+    imp = commands.add_parser("import", help="import a roster or area list", parents=[common])
+    imports = imp.add_subparsers(dest="what", metavar="WHAT", required=True)
+    roster = imports.add_parser(
+        "roster", help="import a beneficiary roster (CSV or XLSX, format v1)", parents=[common]
+    )
+    roster.add_argument("file", type=Path)
+    programme(roster)
+    areas = imports.add_parser(
+        "areas", help="import area codes and names (CSV or XLSX)", parents=[common]
+    )
+    areas.add_argument("file", type=Path)
+
+    cycle = commands.add_parser("cycle", help="prepare, approve and show cycles", parents=[common])
+    cycles = cycle.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prep = cycles.add_parser(
+        "prepare", help="compute the instructions of a benefit month", parents=[common]
+    )
+    prep.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    programme(prep)
+    appr = cycles.add_parser(
+        "approve", help="approve a prepared cycle (CREATED → READY)", parents=[common]
+    )
+    appr.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    appr.add_argument("--by", required=True, help="the approver's name")
+    programme(appr)
+    show = cycles.add_parser("show", help="list a cycle's instructions", parents=[common])
+    show.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    programme(show)
+    fmt(show)
+
+    report = commands.add_parser("report", help="reports", parents=[common])
+    reports = report.add_subparsers(dest="report", metavar="REPORT", required=True)
+    changes = reports.add_parser(
+        "changes", help="what changed since the previous cycle, and why", parents=[common]
+    )
+    changes.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    programme(changes)
+    fmt(changes)
+
+    rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
+    rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rules_show = rules_actions.add_parser(
+        "show", help="standard levels and category coefficients", parents=[common]
+    )
+    fmt(rules_show)
+
+    demo = commands.add_parser(
+        "demo", help="run the Phú Lộc pilot demo on a synthetic roster", parents=[common]
+    )
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("sap-payments-demo"),
+        help="where the demo writes its roster, ledger and reports (default ./sap-payments-demo)",
+    )
+    demo.add_argument("--seed", type=int, default=2021, help="seed of the synthetic roster")
+    return parser
+
+
+def _open(args: argparse.Namespace) -> Ledger:
+    config = Config.find(getattr(args, "config", None))
+    rules_path = getattr(args, "rules", None)
+    rules = RuleSet.load(rules_path) if rules_path else None
+    return Ledger.open(getattr(args, "db", Path("sap-payments.db")), config=config, rules=rules)
+
+
+def _progress(args: argparse.Namespace, label: str) -> Progress:
+    return Progress(label, enabled=not getattr(args, "quiet", False) and sys.stderr.isatty())
+
+
+class _Target:
+    """Where a report goes: ``--output FILE`` or the command's output stream."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.path: Path | None = args.output
+        self.out = out
+        self.handle: TextIO | None = None
+
+    def __enter__(self) -> TextIO:
+        if self.path is None:
+            return self.out
+        self.handle = self.path.open("w", encoding="utf-8", newline="")
+        return self.handle
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _cmd_import(args: argparse.Namespace, out: TextIO) -> None:
+    with _open(args) as ledger:
+        if args.what == "areas":
+            count = ledger.import_areas(args.file)
+            out.write(f"imported {count:,} areas from {args.file}\n")
+            return
+        progress = _progress(args, "rows read")
+        try:
+            result = ledger.import_roster(args.file, programme=args.programme, progress=progress)
+        finally:
+            progress.done()
+        out.write(
+            f"imported {result.rows:,} rows from {args.file}: {result.added:,} added, "
+            f"{result.changed:,} changed, {result.unchanged:,} unchanged\n"
+        )
+
+
+def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
+    with _open(args) as ledger:
+        if args.action == "prepare":
+            progress = _progress(args, "beneficiaries")
+            try:
+                result = ledger.prepare(args.period, programme=args.programme, progress=progress)
+            finally:
+                progress.done()
+            out.write(
+                f"cycle {result.period} ({result.programme}) prepared: {result.count:,} "
+                f"instructions, total {result.total}"
+                f" — {result.created:,} created, {result.revised:,} revised, "
+                f"{result.cancelled:,} cancelled, {result.unchanged:,} unchanged, "
+                f"{result.held:,} held\n"
+            )
+            for name, total in result.by_provider.items():
+                out.write(f"  {name:<16} {total.count:>9,}  {total.amount}\n")
+            return
+        if args.action == "approve":
+            approval = ledger.approve(args.period, by=args.by, programme=args.programme)
+            out.write(
+                f"cycle {approval.period} approved by {approval.approved_by}: "
+                f"{approval.ready:,} instructions ready, total {approval.total}; "
+                f"{approval.cancelled_held:,} held instructions cancelled (their months stay due)\n"
+            )
+            return
+        cycle = ledger.cycle(args.period, programme=args.programme)
+        with _Target(args, out) as target:
+            write_cycle(target, args.format, cycle, ledger.instructions(cycle=cycle))
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    with _open(args) as ledger:
+        report = ledger.changes(args.period, programme=args.programme)
+    with _Target(args, out) as target:
+        write_change_report(target, args.format, report)
+
+
+def _cmd_rules(args: argparse.Namespace, out: TextIO) -> None:
+    config = Config.find(getattr(args, "config", None))
+    rules_path = getattr(args, "rules", None) or config.rules
+    rules = RuleSet.load(rules_path) if rules_path else RuleSet.vietnam_default()
+    columns = ("kind", "code", "value", "description", "basis")
+
+    def rows() -> Iterator[Sequence[Any]]:
+        for level in rules.levels:
+            yield (
+                "level",
+                level.effective_from.isoformat(),
+                level.amount.minor,
+                f"standard level from {level.effective_from}",
+                level.basis,
+            )
+        for code, category in sorted(rules.categories.items()):
+            yield (
+                "category",
+                code,
+                str(category.coefficient),
+                category.description,
+                category.basis,
+            )
+
+    header = {"name": rules.name, "currency": rules.currency, "fingerprint": rules.fingerprint()}
+    with _Target(args, out) as target:
+        write_records(target, args.format, columns, rows(), header=header, key="rules")
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
+    from sap_payments.demo import run_demo
+
+    run_demo(args.dir, seed=args.seed, out=out, quiet=getattr(args, "quiet", False))
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
+    "import": _cmd_import,
+    "cycle": _cmd_cycle,
+    "report": _cmd_report,
+    "rules": _cmd_rules,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit status (the console script exits with it)."""
+    out = out or sys.stdout
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    debug = getattr(args, "debug", False)
+    try:
+        _COMMANDS[args.command](args, out)
+    except SapPaymentsError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing half-done was kept\n")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}; run again with --debug and report it\n"
+        )
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The agency's configuration file, ``sap-payments.toml``.
+
+::
+
+    currency = "VND"                      # optional, the default
+    programme = "monthly-allowance"       # optional, the default programme id
+    rules = "rules.toml"                  # optional: a rule set instead of the Vietnamese default
+                                          # (relative paths are relative to this file)
+
+    [providers.viettelpay]                # a configured provider instance, named as on the roster
+    plugin = "sandbox-ewallet"            # the plugin that implements it
+    channel = "ewallet"                   # ewallet | bank | postal
+    # any other keys are the plugin's own settings
+
+A roster's ``provider`` column names an instance. When the file configures no provider at all,
+any name is accepted at import and checked when the cycle is dispatched.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from sap_payments.beneficiaries import Channel
+from sap_payments.errors import ConfigError
+from sap_payments.money import MINOR_UNITS
+
+__all__ = ["DEFAULT_PROGRAMME", "Config", "ProviderConfig"]
+
+DEFAULT_PROGRAMME = "monthly-allowance"
+
+
+@attrs.frozen
+class ProviderConfig:
+    """A provider instance: a plugin bound to its settings."""
+
+    name: str
+    plugin: str
+    channel: Channel
+    settings: Mapping[str, Any] = attrs.field(factory=lambda: MappingProxyType({}))
+
+
+@attrs.frozen
+class Config:
+    currency: str = "VND"
+    programme: str = DEFAULT_PROGRAMME
+    rules: Path | None = None
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=lambda: MappingProxyType({}))
+    source: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Config:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
+        return cls.loads(text, source=source)
+
+    @classmethod
+    def loads(cls, text: str, *, source: str = "<string>") -> Config:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+        unknown = set(data) - {"currency", "programme", "rules", "providers"}
+        if unknown:
+            raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
+        currency = data.get("currency", "VND")
+        if currency not in MINOR_UNITS:
+            raise ConfigError(f"unknown currency {currency!r}", source=source, key="currency")
+        programme = data.get("programme", DEFAULT_PROGRAMME)
+        if not isinstance(programme, str) or not programme:
+            raise ConfigError("must be a non-empty string", source=source, key="programme")
+        rules = data.get("rules")
+        if rules is not None and (not isinstance(rules, str) or not rules):
+            raise ConfigError(
+                "must be the path of a rule-set TOML file", source=source, key="rules"
+            )
+        rules_path = None
+        if rules is not None:
+            rules_path = Path(rules)
+            if not rules_path.is_absolute() and source != "<string>":
+                rules_path = Path(source).parent / rules_path
+        providers: dict[str, ProviderConfig] = {}
+        raw_providers = data.get("providers", {})
+        if not isinstance(raw_providers, dict):
+            raise ConfigError("must be a table", source=source, key="providers")
+        for name, table in raw_providers.items():
+            key = f"providers.{name}"
+            if not isinstance(table, dict):
+                raise ConfigError("must be a table", source=source, key=key)
+            settings = dict(table)
+            plugin = settings.pop("plugin", None)
+            channel = settings.pop("channel", None)
+            if not isinstance(plugin, str) or not plugin:
+                raise ConfigError('needs plugin = "NAME"', source=source, key=key)
+            try:
+                channel_value = Channel(channel)
+            except ValueError:
+                raise ConfigError(
+                    'needs channel = "ewallet", "bank" or "postal"', source=source, key=key
+                ) from None
+            providers[name] = ProviderConfig(
+                name, plugin, channel_value, MappingProxyType(settings)
+            )
+        return cls(currency, programme, rules_path, MappingProxyType(providers), source)
+
+    @classmethod
+    def find(cls, path: str | os.PathLike[str] | None = None) -> Config:
+        """Load ``path``, or ``./sap-payments.toml`` when it exists, else the defaults."""
+        if path is not None:
+            return cls.load(path)
+        default = Path("sap-payments.toml")
+        return cls.load(default) if default.is_file() else cls()

@@ -1,0 +1,1 @@
+"""Data files shipped with sap_payments (read with :mod:`importlib.resources`)."""

@@ -1,0 +1,191 @@
+"""The errors sap_payments raises.
+
+Every error derives from :class:`SapPaymentsError`, so ``except SapPaymentsError`` catches all of
+them; each subclass names one kind of failure and carries its context as attributes. Where the
+meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a ``ValueError``)::
+
+    SapPaymentsError
+    ├── InvalidInput (ValueError)              bad data from outside: fix the input and retry
+    │   ├── CurrencyMismatch                   two Money values of different currencies combined
+    │   ├── InvalidPeriod                      not a YYYY-MM benefit month
+    │   ├── InvalidRuleSet                     a rule-set file that cannot be used
+    │   ├── UnknownCategory (LookupError)      a category code the rule set does not define
+    │   ├── InvalidRoster                      a roster file with bad rows (``.problems``: all)
+    │   └── ConfigError                        a configuration file that cannot be used
+    ├── StateError                             the request does not fit the current state
+    │   ├── InvalidTransition                  an instruction move the transition table forbids
+    │   ├── CycleNotFound (LookupError)        no such cycle
+    │   └── CycleStateError                    e.g. re-preparing an approved cycle
+    └── StoreError                             the ledger database cannot be used
+        └── SchemaVersionError                 a database written by a newer sap_payments
+
+Messages are written for the clerk who has to act on them; they never contain personal data
+(names, national ids, phone or account numbers), only ids, line numbers and column names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+__all__ = [
+    "ConfigError",
+    "CurrencyMismatch",
+    "CycleNotFound",
+    "CycleStateError",
+    "InvalidInput",
+    "InvalidPeriod",
+    "InvalidRoster",
+    "InvalidRuleSet",
+    "InvalidTransition",
+    "RowProblem",
+    "SapPaymentsError",
+    "SchemaVersionError",
+    "StateError",
+    "StoreError",
+    "UnknownCategory",
+]
+
+
+class SapPaymentsError(Exception):
+    """Base class of every error raised by sap_payments."""
+
+
+class InvalidInput(SapPaymentsError, ValueError):
+    """Data given to sap_payments is not valid; nothing was changed."""
+
+
+class CurrencyMismatch(InvalidInput):
+    """Two amounts of different currencies were combined."""
+
+    def __init__(self, left: str, right: str) -> None:
+        super().__init__(f"cannot combine amounts in {left} and {right}")
+        self.left = left
+        self.right = right
+
+
+class InvalidPeriod(InvalidInput):
+    """A benefit month that is not of the form ``YYYY-MM``."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(f"not a benefit month (expected YYYY-MM): {text!r}")
+        self.text = text
+
+
+class InvalidRuleSet(InvalidInput):
+    """A rule set (standard levels and coefficients) that cannot be used."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source
+
+
+class UnknownCategory(InvalidInput, LookupError):
+    """A beneficiary category code that the rule set does not define.
+
+    It is a ``LookupError`` too, like a missing dictionary key: the code was looked up and not
+    found. ``code`` is the code as given.
+    """
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"unknown category {code!r} (not in the rule set)")
+        self.code = code
+
+
+class ConfigError(InvalidInput):
+    """A configuration file (``sap-payments.toml``) that cannot be used."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source = source
+        self.key = key
+
+
+@attrs.frozen
+class RowProblem:
+    """One problem found in one row of an input file.
+
+    ``line`` is the 1-based line (CSV) or row (XLSX) number as the clerk sees it in an editor or
+    spreadsheet, header included; ``column`` is the column name from the header.
+    """
+
+    line: int
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.reason}"
+
+
+class InvalidRoster(InvalidInput):
+    """A roster file with invalid rows. Nothing from the file was applied.
+
+    ``problems`` lists every problem found (not only the first), in file order.
+    """
+
+    #: How many problems the message itself lists; the attribute always has them all.
+    SHOWN = 20
+
+    def __init__(self, source: str, problems: Sequence[RowProblem]) -> None:
+        self.source = source
+        self.problems: tuple[RowProblem, ...] = tuple(problems)
+        shown = "\n".join(f"  {p}" for p in self.problems[: self.SHOWN])
+        more = len(self.problems) - self.SHOWN
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source}: {count} {noun}; nothing was imported\n{shown}{tail}")
+
+
+class StateError(SapPaymentsError):
+    """The request does not fit the current state of the ledger."""
+
+
+class InvalidTransition(StateError):
+    """An instruction move that the transition table does not allow."""
+
+    def __init__(self, instruction_id: str, from_state: str, to_state: str) -> None:
+        super().__init__(
+            f"instruction {instruction_id}: cannot move from {from_state} to {to_state}"
+        )
+        self.instruction_id = instruction_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class CycleNotFound(StateError, LookupError):
+    """No cycle for this programme and period."""
+
+    def __init__(self, programme: str, period: str) -> None:
+        super().__init__(
+            f"no cycle {period} for programme {programme}: run 'cycle prepare --period {period}'"
+        )
+        self.programme = programme
+        self.period = period
+
+
+class CycleStateError(StateError):
+    """The cycle is not in a state that allows this action."""
+
+    def __init__(self, programme: str, period: str, message: str) -> None:
+        super().__init__(f"cycle {period} ({programme}): {message}")
+        self.programme = programme
+        self.period = period
+
+
+class StoreError(SapPaymentsError):
+    """The ledger database cannot be opened or used."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer version of sap_payments."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"database schema version {found} is newer than this sap_payments supports "
+            f"({supported}); upgrade sap_payments"
+        )
+        self.found = found
+        self.supported = supported

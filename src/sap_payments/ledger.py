@@ -1,0 +1,131 @@
+"""The Python API in one object: a ledger file, its configuration and its rule set.
+
+>>> from sap_payments import Ledger
+>>> with Ledger.open("sap-payments.db") as ledger:            # doctest: +SKIP
+...     ledger.import_roster("roster.csv")
+...     ledger.prepare("2021-09")
+...     ledger.approve("2021-09", by="Trưởng phòng BTXH")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+
+from sap_payments.changes import ChangeReport, change_report
+from sap_payments.config import Config
+from sap_payments.cycles import ApprovalResult, PrepareResult, approve, prepare
+from sap_payments.errors import CycleNotFound
+from sap_payments.periods import Period
+from sap_payments.roster import ImportResult, import_areas, import_roster
+from sap_payments.rules import RuleSet
+from sap_payments.sqlite_store import SQLiteStore
+from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
+
+__all__ = ["Ledger"]
+
+Progress = Callable[[int], None] | None
+
+
+@attrs.define
+class Ledger:
+    """A ledger database with the configuration and rule set it is operated under."""
+
+    store: SQLiteStore
+    config: Config = attrs.field(factory=Config)
+    rules: RuleSet = attrs.field(factory=RuleSet.vietnam_default)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        config: Config | None = None,
+        rules: RuleSet | None = None,
+        durable: bool = True,
+    ) -> Ledger:
+        """Open (or create) the ledger at ``path``."""
+        config = config or Config()
+        if rules is None:
+            rules = RuleSet.load(config.rules) if config.rules else RuleSet.vietnam_default()
+        return cls(SQLiteStore(Path(path), durable=durable), config, rules)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def _providers(self) -> dict[str, str] | None:
+        if not self.config.providers:
+            return None
+        return {name: p.channel.value for name, p in self.config.providers.items()}
+
+    def import_roster(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        programme: str | None = None,
+        progress: Progress = None,
+    ) -> ImportResult:
+        return import_roster(
+            self.store,
+            path,
+            rules=self.rules,
+            programme=programme or self.config.programme,
+            providers=self._providers,
+            progress=progress,
+        )
+
+    def import_areas(self, path: str | os.PathLike[str]) -> int:
+        return import_areas(self.store, path)
+
+    def prepare(
+        self, period: Period | str, *, programme: str | None = None, progress: Progress = None
+    ) -> PrepareResult:
+        return prepare(
+            self.store,
+            period,
+            rules=self.rules,
+            programme=programme or self.config.programme,
+            progress=progress,
+        )
+
+    def approve(
+        self, period: Period | str, *, by: str, programme: str | None = None
+    ) -> ApprovalResult:
+        return approve(self.store, period, by=by, programme=programme or self.config.programme)
+
+    def cycle(self, period: Period | str, *, programme: str | None = None) -> CycleRecord:
+        period = Period.parse(period) if isinstance(period, str) else period
+        programme = programme or self.config.programme
+        cycle = self.store.cycle(programme, period.ordinal)
+        if cycle is None:
+            raise CycleNotFound(programme, str(period))
+        return cycle
+
+    def instructions(
+        self,
+        period: Period | str | None = None,
+        *,
+        programme: str | None = None,
+        cycle: CycleRecord | None = None,
+    ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
+        """The cycle's instructions with their lines, by beneficiary_id."""
+        if cycle is None:
+            if period is None:
+                raise TypeError("instructions() needs a period or a cycle")
+            cycle = self.cycle(period, programme=programme)
+        return self.store.cycle_instructions(cycle.programme, cycle.period, with_lines=True)
+
+    def changes(self, period: Period | str, *, programme: str | None = None) -> ChangeReport:
+        return change_report(
+            self.store, period, rules=self.rules, programme=programme or self.config.programme
+        )

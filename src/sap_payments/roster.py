@@ -1,0 +1,628 @@
+"""Roster import: the agency's beneficiary export, format v1, as CSV or XLSX.
+
+The file is read as a stream, every row is checked, and the rows go into a staging table; only
+when the whole file is clean are they merged into the ledger, in the same transaction. A single
+bad row means nothing is applied, and :class:`~sap_payments.errors.InvalidRoster` lists every
+problem with its line, column and reason. The format is documented in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from sap_payments.errors import InvalidRoster, RowProblem
+from sap_payments.rules import RuleSet
+from sap_payments.store import (
+    AreaRecord,
+    BeneficiaryRecord,
+    EventRecord,
+    ImportSummary,
+    Store,
+)
+
+__all__ = [
+    "AREA_COLUMNS",
+    "ROSTER_COLUMNS",
+    "ImportResult",
+    "import_areas",
+    "import_roster",
+    "read_table",
+]
+
+ROSTER_COLUMNS: Final = (
+    "beneficiary_id",
+    "full_name",
+    "national_id",
+    "birth_date",
+    "sex",
+    "province_code",
+    "district_code",
+    "commune_code",
+    "category",
+    "coefficient",
+    "first_period",
+    "last_period",
+    "paid_through",
+    "status",
+    "channel",
+    "provider",
+    "msisdn",
+    "bank_bin",
+    "account_number",
+    "pay_point",
+    "proxy_name",
+    "proxy_national_id",
+    "proxy_relation",
+    "mandate_valid_until",
+    "home_delivery",
+)
+AREA_COLUMNS: Final = (
+    "province_code",
+    "province_name",
+    "district_code",
+    "district_name",
+    "commune_code",
+    "commune_name",
+)
+
+#: At most this many problems are kept (and counted beyond); a file of a million bad rows must
+#: not exhaust memory just to say so.
+MAX_PROBLEMS: Final = 10_000
+
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CODE = re.compile(r"[A-Za-z0-9]{1,12}")
+_PAY_POINT = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_NATIONAL_ID = re.compile(r"\d{12}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PERIOD = re.compile(r"(\d{4})-(\d{2})")
+_BIN = re.compile(r"\d{6}")
+_ACCOUNT = re.compile(r"[A-Za-z0-9]{6,19}")
+_MSISDN = re.compile(r"(?:\+84|84|0)([35789]\d{8})")
+_MSISDN_NOISE = re.compile(r"[\s.()-]")
+_COEFFICIENT = re.compile(r"\d{1,2}(?:[.,]\d{1,4})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TRUE: Final = frozenset({"1", "true", "yes", "y", "x", "có"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "n", "không"})
+_CHANNELS: Final = frozenset({"ewallet", "bank", "postal"})
+_STATUSES: Final = frozenset({"active", "suspended", "ceased"})
+_SEXES: Final = {"m": "M", "f": "F", "nam": "M", "nữ": "F"}
+
+
+@attrs.frozen
+class ImportResult:
+    """What an import did."""
+
+    source: str
+    sha256: str
+    rows: int
+    added: int
+    changed: int
+    unchanged: int
+    import_id: int
+
+
+# -- reading files --------------------------------------------------------------------------
+def _cell_text(value: object) -> str:
+    """A spreadsheet cell as the text a clerk typed (dates as ISO, whole numbers without .0)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # Formatting only: the text then goes through the same checks as a CSV cell.
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """Open a CSV (UTF-8) or XLSX file: its header and an iterator of (line number, cells).
+
+    Blank rows are skipped. Line numbers are what the clerk sees: the CSV line (header = 1) or
+    the spreadsheet row.
+    """
+    source = Path(path)
+    if source.suffix.lower() in {".xlsx", ".xlsm"}:
+        return _read_xlsx(source)
+    return _read_csv(source)
+
+
+def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    handle = path.open("r", encoding="utf-8-sig", newline="")
+    reader = csv.reader(handle)
+    try:
+        header = next(reader, None)
+    except UnicodeDecodeError as exc:
+        handle.close()
+        raise InvalidRoster(
+            str(path), [RowProblem(1, "(file)", f"not UTF-8 text: {exc.reason}")]
+        ) from None
+    except csv.Error as exc:
+        handle.close()
+        raise InvalidRoster(
+            str(path), [RowProblem(1, "(file)", f"not a CSV file: {exc}")]
+        ) from None
+    if header is None:
+        handle.close()
+        raise InvalidRoster(str(path), [RowProblem(1, "(file)", "the file is empty")])
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        with handle:
+            try:
+                for row in reader:
+                    if any(row):
+                        yield reader.line_num, row
+            except UnicodeDecodeError as exc:
+                raise InvalidRoster(
+                    str(path),
+                    [RowProblem(reader.line_num + 1, "(file)", f"not UTF-8 text: {exc.reason}")],
+                ) from None
+            except csv.Error as exc:
+                raise InvalidRoster(
+                    str(path), [RowProblem(reader.line_num, "(file)", f"broken CSV: {exc}")]
+                ) from None
+
+    return [cell.strip() for cell in header], rows()
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    import zipfile
+
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise InvalidRoster(
+            str(path), [RowProblem(1, "(file)", f"not a readable XLSX workbook: {exc}")]
+        ) from None
+    sheet = workbook.worksheets[0]
+    iterator = sheet.iter_rows(values_only=True)
+    first = next(iterator, None)
+    if first is None:
+        workbook.close()
+        raise InvalidRoster(str(path), [RowProblem(1, "(file)", "the first sheet is empty")])
+    header = [_cell_text(cell).strip() for cell in first]
+    while header and not header[-1]:
+        header.pop()
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for number, values in enumerate(iterator, start=2):
+                cells = [_cell_text(cell) for cell in values]
+                if any(cells):
+                    yield number, cells
+        finally:
+            workbook.close()
+
+    return header, rows()
+
+
+def _sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_header(source: str, header: Sequence[str], expected: Sequence[str]) -> list[int]:
+    """Positions of the expected columns in the file's header; raise on a bad header."""
+    problems = []
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header):
+        if name in seen:
+            problems.append(RowProblem(1, name, "column appears twice in the header"))
+        elif name not in expected:
+            problems.append(RowProblem(1, name or f"#{position + 1}", "unknown column"))
+        seen.setdefault(name, position)
+    problems.extend(
+        RowProblem(1, name, "column missing from the header")
+        for name in expected
+        if name not in seen
+    )
+    if problems:
+        raise InvalidRoster(source, problems)
+    return [seen[name] for name in expected]
+
+
+# -- checking rows ---------------------------------------------------------------------------
+class _Problems:
+    def __init__(self) -> None:
+        self.kept: list[RowProblem] = []
+        self.count = 0
+
+    def add(self, line: int, column: str, reason: str) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append(RowProblem(line, column, reason))
+
+    def raise_if_any(self, source: str) -> None:
+        if self.count:
+            problems = sorted(self.kept, key=lambda p: p.line)
+            error = InvalidRoster(source, problems)
+            error.total = self.count  # type: ignore[attr-defined]
+            raise error
+
+
+def _period(text: str) -> int | None:
+    match = _PERIOD.fullmatch(text)
+    if match is None:
+        return None
+    month = int(match[2])
+    if not 1 <= month <= 12:
+        return None
+    return int(match[1]) * 12 + month - 1
+
+
+def _date(text: str) -> dt.date | None:
+    if _DATE.fullmatch(text) is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+class _RowChecker:
+    """Turns one roster row into a BeneficiaryRecord, or reports its problems."""
+
+    def __init__(
+        self, rules: RuleSet, providers: Mapping[str, str] | None, problems: _Problems
+    ) -> None:
+        self.categories = set(rules.categories)
+        self.rules = rules
+        self.providers = providers
+        self.problems = problems
+        self.today = dt.date.today()  # noqa: DTZ011 - a birth date in the future is what we catch
+        self._coefficients: dict[str, str] = {}
+
+    def coefficient(self, line: int, text: str) -> str | None:
+        cached = self._coefficients.get(text)
+        if cached is not None:
+            return cached
+        if _COEFFICIENT.fullmatch(text) is None:
+            self.problems.add(line, "coefficient", "not a decimal number such as 1.5")
+            return None
+        value = Decimal(text.replace(",", "."))
+        if not Decimal(0) < value <= Decimal(20):
+            self.problems.add(line, "coefficient", "must be more than 0 and at most 20")
+            return None
+        normal = str(value.normalize()) if value == value.to_integral() else str(value)
+        if "E" in normal:
+            normal = str(value.quantize(Decimal(1)))
+        self._coefficients[text] = normal
+        return normal
+
+    def check(self, line: int, cells: Sequence[str]) -> BeneficiaryRecord | None:
+        add = self.problems.add
+        before = self.problems.count
+        (
+            beneficiary_id,
+            full_name,
+            national_id,
+            birth_date,
+            sex,
+            province_code,
+            district_code,
+            commune_code,
+            category,
+            coefficient,
+            first_period,
+            last_period,
+            paid_through,
+            status,
+            channel,
+            provider,
+            msisdn,
+            bank_bin,
+            account_number,
+            pay_point,
+            proxy_name,
+            proxy_national_id,
+            proxy_relation,
+            mandate_valid_until,
+            home_delivery,
+        ) = [cell.strip() for cell in cells]
+
+        if not _ID.fullmatch(beneficiary_id):
+            add(
+                line,
+                "beneficiary_id",
+                "required: 1–64 letters, digits, '.', '_' or '-'" if beneficiary_id else "required",
+            )
+        full_name = unicodedata.normalize("NFC", full_name)
+        if not full_name:
+            add(line, "full_name", "required")
+        elif len(full_name) > 200 or _CONTROL.search(full_name):
+            add(line, "full_name", "longer than 200 characters or holds control characters")
+        if national_id and not _NATIONAL_ID.fullmatch(national_id):
+            add(line, "national_id", "must be 12 digits")
+        born = _date(birth_date)
+        if born is None:
+            add(
+                line,
+                "birth_date",
+                "required, as YYYY-MM-DD" if not birth_date else "not a date (YYYY-MM-DD)",
+            )
+        elif born > self.today:
+            add(line, "birth_date", "lies in the future")
+        sex_code = _SEXES.get(sex.lower())
+        if sex_code is None:
+            add(line, "sex", "must be M or F")
+        if not _CODE.fullmatch(province_code):
+            add(line, "province_code", "required: a code of letters and digits")
+        if district_code and not _CODE.fullmatch(district_code):
+            add(line, "district_code", "must be a code of letters and digits, or empty")
+        if not _CODE.fullmatch(commune_code):
+            add(line, "commune_code", "required: a code of letters and digits")
+        coefficient_text = self.coefficient(line, coefficient) if coefficient else None
+        if not category:
+            add(line, "category", "required")
+        elif category not in self.categories and not coefficient:
+            add(line, "category", f"unknown category {category!r} (and no coefficient given)")
+        first = _period(first_period)
+        if first is None:
+            add(
+                line,
+                "first_period",
+                "required, as YYYY-MM" if not first_period else "not a month (YYYY-MM)",
+            )
+        last = _period(last_period) if last_period else None
+        if last_period and last is None:
+            add(line, "last_period", "not a month (YYYY-MM)")
+        elif last is not None and first is not None and last < first:
+            add(line, "last_period", "is before first_period")
+        through = _period(paid_through) if paid_through else None
+        if paid_through and through is None:
+            add(line, "paid_through", "not a month (YYYY-MM)")
+        status = status.lower()
+        if status not in _STATUSES:
+            add(line, "status", "must be active, suspended or ceased")
+        elif status == "ceased" and not last_period:
+            add(line, "last_period", "required when status is ceased")
+        channel = channel.lower()
+        if channel not in _CHANNELS:
+            add(line, "channel", "must be ewallet, bank or postal")
+        if not _PROVIDER.fullmatch(provider):
+            add(
+                line,
+                "provider",
+                "required: a configured provider name (lower case)"
+                if not provider
+                else "not a provider name (lower-case letters, digits, - _ .)",
+            )
+        elif self.providers is not None:
+            configured = self.providers.get(provider)
+            if configured is None:
+                add(line, "provider", f"provider {provider!r} is not configured")
+            elif channel in _CHANNELS and configured != channel:
+                add(
+                    line,
+                    "provider",
+                    f"provider {provider!r} pays through {configured}, not {channel}",
+                )
+
+        wallet = None
+        if msisdn:
+            match = _MSISDN.fullmatch(_MSISDN_NOISE.sub("", msisdn))
+            if match is None:
+                add(line, "msisdn", "not a Vietnamese mobile number (09xxxxxxxx or +849xxxxxxxx)")
+            else:
+                wallet = "+84" + match[1]
+        elif channel == "ewallet":
+            add(line, "msisdn", "required when channel is ewallet")
+        if bank_bin or account_number:
+            if not _BIN.fullmatch(bank_bin):
+                add(line, "bank_bin", "must be the bank's 6-digit NAPAS BIN")
+            if not _ACCOUNT.fullmatch(account_number):
+                add(line, "account_number", "must be 6–19 letters or digits")
+        elif channel == "bank":
+            add(line, "bank_bin", "bank_bin and account_number are required when channel is bank")
+        if pay_point and not _PAY_POINT.fullmatch(pay_point):
+            add(line, "pay_point", "must be 1–32 letters, digits, '.', '_' or '-'")
+        elif not pay_point and channel == "postal":
+            add(line, "pay_point", "required when channel is postal")
+        delivery = home_delivery.lower()
+        if delivery in _TRUE:
+            home = 1
+            if not pay_point:
+                add(line, "home_delivery", "needs a pay_point to deliver from")
+        elif delivery in _FALSE:
+            home = 0
+        else:
+            home = 0
+            add(line, "home_delivery", "must be 1 or 0 (or empty)")
+
+        proxy_name = unicodedata.normalize("NFC", proxy_name)
+        proxy_relation = unicodedata.normalize("NFC", proxy_relation)
+        valid_until = None
+        if proxy_name:
+            if len(proxy_name) > 200 or _CONTROL.search(proxy_name):
+                add(line, "proxy_name", "longer than 200 characters or holds control characters")
+            if not proxy_relation:
+                add(line, "proxy_relation", "required when proxy_name is given")
+            if proxy_national_id and not _NATIONAL_ID.fullmatch(proxy_national_id):
+                add(line, "proxy_national_id", "must be 12 digits")
+            if mandate_valid_until:
+                valid_until = _date(mandate_valid_until)
+                if valid_until is None:
+                    add(line, "mandate_valid_until", "not a date (YYYY-MM-DD)")
+        elif proxy_national_id or proxy_relation or mandate_valid_until:
+            add(line, "proxy_name", "required when other proxy columns are filled")
+
+        if self.problems.count != before:
+            return None
+        return BeneficiaryRecord(
+            beneficiary_id,
+            full_name,
+            national_id or None,
+            birth_date,
+            sex_code,  # type: ignore[arg-type]  # checked above
+            province_code,
+            district_code,
+            commune_code,
+            category,
+            coefficient_text,
+            first,  # type: ignore[arg-type]  # checked above
+            last,
+            through,
+            status,
+            channel,
+            provider,
+            wallet,
+            bank_bin or None,
+            account_number or None,
+            pay_point or None,
+            proxy_name or None,
+            proxy_national_id or None,
+            proxy_relation or None,
+            mandate_valid_until or None,
+            home,
+        )
+
+
+def _row_hash(record: BeneficiaryRecord) -> bytes:
+    text = "\x1f".join("" if value is None else str(value) for value in record)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+# -- importing -------------------------------------------------------------------------------
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def import_roster(
+    store: Store,
+    path: str | os.PathLike[str],
+    *,
+    rules: RuleSet,
+    programme: str,
+    providers: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import a roster file into the ledger, all of it or nothing.
+
+    Args:
+        store: the ledger.
+        path: a ``.csv`` (UTF-8) or ``.xlsx`` file in roster format v1.
+        rules: the rule set the categories are checked against.
+        programme: the programme the roster's decisions belong to.
+        providers: configured provider name → channel; ``None`` accepts any provider name.
+        progress: called now and then with the number of rows read so far.
+
+    Raises:
+        InvalidRoster: the file or some rows are invalid; nothing was applied.
+    """
+    source = str(path)
+    digest = _sha256(path)
+    header, rows = read_table(path)
+    positions = _check_header(source, header, ROSTER_COLUMNS)
+    identity = list(range(len(ROSTER_COLUMNS)))
+    problems = _Problems()
+    checker = _RowChecker(rules, providers, problems)
+    count = 0
+
+    def checked() -> Iterator[tuple[int, bytes, BeneficiaryRecord]]:
+        nonlocal count
+        width = len(header)
+        check = checker.check
+        for line, cells in rows:
+            count += 1
+            if progress is not None and count % 10_000 == 0:
+                progress(count)
+            if len(cells) != width:
+                if len(cells) > width and any(cells[width:]):
+                    problems.add(line, "(row)", f"has {len(cells)} fields, the header {width}")
+                    continue
+                cells = (cells + [""] * width)[:width]
+            ordered = cells if positions == identity else [cells[p] for p in positions]
+            record = check(line, ordered)
+            if record is not None:
+                yield line, _row_hash(record), record
+
+    with store.transaction():
+        store.stage_roster(checked())
+        problems.raise_if_any(source)
+        if count == 0:
+            raise InvalidRoster(source, [RowProblem(2, "(file)", "the roster has no rows")])
+        for column, first, later in store.staged_duplicates():
+            problems.add(later, column, f"duplicate of line {first}")
+        for line, column, reason in store.staged_conflicts(programme):
+            problems.add(line, column, reason)
+        problems.raise_if_any(source)
+        at = _now()
+        import_id = store.add_import("roster", source, digest, at)
+        summary: ImportSummary = store.merge_staged(programme, import_id)
+        store.finish_import(import_id, count, summary)
+        store.append_events(
+            [
+                EventRecord(
+                    at,
+                    "roster.imported",
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"import {import_id}: {count} rows, {summary.added} added, "
+                    f"{summary.changed} changed, {summary.unchanged} unchanged; sha256 {digest}",
+                )
+            ]
+        )
+    if progress is not None:
+        progress(count)
+    return ImportResult(source, digest, count, *summary, import_id)
+
+
+def import_areas(store: Store, path: str | os.PathLike[str]) -> int:
+    """Import area names (``AREA_COLUMNS``): the communes, districts and provinces reports name.
+
+    Raises:
+        InvalidRoster: a row is invalid; nothing was applied.
+    """
+    source = str(path)
+    header, rows = read_table(path)
+    positions = _check_header(source, header, AREA_COLUMNS)
+    problems = _Problems()
+    records: list[AreaRecord] = []
+    seen: dict[str, int] = {}
+    for line, cells in rows:
+        cells = (cells + [""] * len(header))[: len(header)]
+        values = [unicodedata.normalize("NFC", cells[p].strip()) for p in positions]
+        record = AreaRecord(*values)
+        for column in ("province_code", "commune_code"):
+            if not _CODE.fullmatch(getattr(record, column)):
+                problems.add(line, column, "required: a code of letters and digits")
+        if record.district_code and not _CODE.fullmatch(record.district_code):
+            problems.add(line, "district_code", "must be a code of letters and digits, or empty")
+        for column in ("province_name", "commune_name"):
+            if not getattr(record, column):
+                problems.add(line, column, "required")
+        if record.district_code and not record.district_name:
+            problems.add(line, "district_name", "required when district_code is given")
+        if record.commune_code in seen:
+            problems.add(line, "commune_code", f"duplicate of line {seen[record.commune_code]}")
+        seen.setdefault(record.commune_code, line)
+        records.append(record)
+    problems.raise_if_any(source)
+    with store.transaction():
+        return store.upsert_areas(records)

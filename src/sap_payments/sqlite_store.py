@@ -1,0 +1,598 @@
+"""The embedded ledger: one SQLite file in WAL mode, through the standard library.
+
+Schema changes are forward migrations numbered by ``PRAGMA user_version``; opening a database
+applies the missing ones in one transaction, and refuses a database newer than this code.
+
+At-most-once is enforced by the schema as well as by the engine: a partial unique index allows
+only one *live* line (a line of an instruction that is not FAILED, RETURNED, UNCLAIMED or
+CANCELLED) per programme, beneficiary and month.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+from sap_payments.errors import SchemaVersionError, StoreError
+from sap_payments.store import (
+    AreaRecord,
+    BeneficiaryRecord,
+    CycleRecord,
+    EventRecord,
+    ImportRecord,
+    ImportSummary,
+    InstructionRecord,
+    LineRecord,
+)
+
+__all__ = ["SQLiteStore"]
+
+_BENEFICIARY_COLUMNS: Final = BeneficiaryRecord._fields
+_INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
+_LINE_COLUMNS: Final = LineRecord._fields
+
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the first schema
+    """
+    CREATE TABLE imports (
+        import_id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        rows INTEGER, added INTEGER, changed INTEGER, unchanged INTEGER,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX imports_by_hash ON imports (kind, sha256);
+
+    CREATE TABLE areas (
+        commune_code TEXT PRIMARY KEY,
+        commune_name TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        district_name TEXT NOT NULL,
+        province_code TEXT NOT NULL,
+        province_name TEXT NOT NULL
+    );
+
+    CREATE TABLE beneficiaries (
+        beneficiary_id TEXT PRIMARY KEY,
+        full_name TEXT NOT NULL,
+        national_id TEXT,
+        birth_date TEXT,
+        sex TEXT NOT NULL,
+        province_code TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        commune_code TEXT NOT NULL,
+        category TEXT NOT NULL,
+        coefficient TEXT,
+        first_period INTEGER NOT NULL,
+        last_period INTEGER,
+        paid_through INTEGER,
+        status TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        msisdn TEXT,
+        bank_bin TEXT,
+        account_number TEXT,
+        pay_point TEXT,
+        proxy_name TEXT,
+        proxy_national_id TEXT,
+        proxy_relation TEXT,
+        mandate_valid_until TEXT,
+        home_delivery INTEGER NOT NULL,
+        programme TEXT NOT NULL,
+        row_hash BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        import_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX beneficiaries_by_national_id
+        ON beneficiaries (national_id) WHERE national_id IS NOT NULL;
+
+    CREATE TABLE beneficiary_history (
+        beneficiary_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        replaced_by_import INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (beneficiary_id, version)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE cycles (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        ruleset TEXT NOT NULL,
+        prepared_at TEXT NOT NULL,
+        approved_at TEXT,
+        approved_by TEXT,
+        instructions INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        PRIMARY KEY (programme, period)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE instructions (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        instruction_id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        held_reason TEXT,
+        channel TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        address TEXT NOT NULL,
+        payee_kind TEXT NOT NULL,
+        payee_name TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        content TEXT NOT NULL,
+        province_code TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        commune_code TEXT NOT NULL,
+        PRIMARY KEY (programme, period, beneficiary_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE lines (
+        programme TEXT NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        month INTEGER NOT NULL,
+        instruction_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        coefficient TEXT NOT NULL,
+        live INTEGER NOT NULL,
+        PRIMARY KEY (programme, beneficiary_id, month, instruction_id)
+    ) WITHOUT ROWID;
+    -- At most once: one live line per programme, beneficiary and month.
+    CREATE UNIQUE INDEX lines_live ON lines (programme, beneficiary_id, month) WHERE live = 1;
+
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        instruction_id TEXT,
+        from_state TEXT,
+        to_state TEXT,
+        actor TEXT,
+        detail TEXT
+    );
+    """,
+)
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class SQLiteStore:
+    """A ledger in one SQLite file.
+
+    Args:
+        path: the database file; created with the current schema when missing.
+        durable: fsync on every commit (``synchronous=FULL``). Turn off only for throw-away
+            databases in tests.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
+        self._depth = 0
+        db = self._db
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
+        db.execute("PRAGMA temp_store = MEMORY")
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(version, SCHEMA_VERSION)
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- roster -----------------------------------------------------------------------------
+    def stage_roster(self, rows: Iterable[tuple[int, bytes, BeneficiaryRecord]]) -> None:
+        db = self._db
+        db.execute("DROP TABLE IF EXISTS temp.staging")
+        db.execute(
+            "CREATE TEMP TABLE staging (line INTEGER NOT NULL, row_hash BLOB NOT NULL, "
+            + ", ".join(_BENEFICIARY_COLUMNS)
+            + ")"
+        )
+        insert = f"INSERT INTO temp.staging VALUES ({_placeholders(2 + len(_BENEFICIARY_COLUMNS))})"
+        db.executemany(insert, ((line, digest, *record) for line, digest, record in rows))
+        db.execute("CREATE INDEX temp.staging_id ON staging (beneficiary_id)")
+        db.execute("CREATE INDEX temp.staging_nid ON staging (national_id)")
+
+    def staged_duplicates(self) -> Iterator[tuple[str, int, int]]:
+        for column in ("beneficiary_id", "national_id"):
+            yield from self._db.execute(
+                f"SELECT '{column}', first.line, later.line FROM temp.staging AS later "
+                f"JOIN temp.staging AS first ON first.{column} = later.{column} "
+                f"AND first.line < later.line "
+                f"WHERE later.{column} IS NOT NULL AND NOT EXISTS ("
+                f"  SELECT 1 FROM temp.staging AS middle WHERE middle.{column} = later.{column} "
+                f"  AND middle.line < first.line) "
+                f"ORDER BY later.line"
+            )
+
+    def staged_conflicts(self, programme: str) -> Iterator[tuple[int, str, str]]:
+        yield from self._db.execute(
+            "SELECT s.line, 'national_id', "
+            "'national id already belongs to beneficiary ' || b.beneficiary_id "
+            "FROM temp.staging AS s JOIN beneficiaries AS b ON b.national_id = s.national_id "
+            "WHERE b.beneficiary_id != s.beneficiary_id ORDER BY s.line"
+        )
+        yield from self._db.execute(
+            "SELECT s.line, 'beneficiary_id', "
+            "'beneficiary is enrolled in programme ' || b.programme "
+            "FROM temp.staging AS s JOIN beneficiaries AS b USING (beneficiary_id) "
+            "WHERE b.programme != ? ORDER BY s.line",
+            (programme,),
+        )
+        if self._db.execute("SELECT 1 FROM areas LIMIT 1").fetchone():
+            yield from self._db.execute(
+                "SELECT s.line, 'commune_code', 'unknown commune ' || s.commune_code "
+                "FROM temp.staging AS s LEFT JOIN areas AS a USING (commune_code) "
+                "WHERE a.commune_code IS NULL ORDER BY s.line"
+            )
+            yield from self._db.execute(
+                "SELECT s.line, 'district_code', 'commune ' || s.commune_code || ' lies in "
+                "province ' || a.province_code || ', district ' || "
+                "CASE a.district_code WHEN '' THEN '(none)' ELSE a.district_code END "
+                "FROM temp.staging AS s JOIN areas AS a USING (commune_code) "
+                "WHERE a.province_code != s.province_code OR a.district_code != s.district_code "
+                "ORDER BY s.line"
+            )
+
+    def merge_staged(self, programme: str, import_id: int) -> ImportSummary:
+        db = self._db
+        (total,) = db.execute("SELECT count(*) FROM temp.staging").fetchone()
+        db.execute(
+            "INSERT INTO beneficiary_history "
+            "SELECT b.beneficiary_id, b.version, ?, json_array("
+            + ", ".join(f"b.{c}" for c in _BENEFICIARY_COLUMNS)
+            + ") FROM beneficiaries AS b JOIN temp.staging AS s USING (beneficiary_id) "
+            "WHERE s.row_hash != b.row_hash",
+            (import_id,),
+        )
+        changed = db.execute("SELECT changes()").fetchone()[0]
+        columns = ", ".join(_BENEFICIARY_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
+        # The national-id index is unique: clear ids that move between rows in this import
+        # first, so a swap inside one file does not trip it half-way.
+        db.execute(
+            "UPDATE beneficiaries SET national_id = NULL WHERE beneficiary_id IN ("
+            "SELECT b.beneficiary_id FROM beneficiaries AS b JOIN temp.staging AS s "
+            "USING (beneficiary_id) WHERE s.row_hash != b.row_hash)"
+        )
+        db.execute(
+            f"INSERT INTO beneficiaries ({columns}, programme, row_hash, version, import_id) "
+            f"SELECT {columns}, ?, row_hash, 1, ? FROM temp.staging WHERE true "
+            f"ON CONFLICT (beneficiary_id) DO UPDATE SET {updates}, "
+            "row_hash = excluded.row_hash, version = beneficiaries.version + 1, "
+            "import_id = excluded.import_id "
+            "WHERE excluded.row_hash != beneficiaries.row_hash",
+            (programme, import_id),
+        )
+        touched = db.execute("SELECT changes()").fetchone()[0]
+        db.execute("DROP TABLE temp.staging")
+        added = touched - changed
+        return ImportSummary(added=added, changed=changed, unchanged=total - touched)
+
+    def find_import(self, kind: str, sha256: str) -> ImportRecord | None:
+        row = self._db.execute(
+            "SELECT import_id, kind, source, sha256, rows, added, changed, unchanged, at "
+            "FROM imports WHERE kind = ? AND sha256 = ? AND rows IS NOT NULL "
+            "ORDER BY import_id DESC LIMIT 1",
+            (kind, sha256),
+        ).fetchone()
+        return ImportRecord(*row) if row else None
+
+    def add_import(self, kind: str, source: str, sha256: str, at: str) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO imports (kind, source, sha256, at) VALUES (?, ?, ?, ?)",
+            (kind, source, sha256, at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_import(self, import_id: int, rows: int, summary: ImportSummary) -> None:
+        self._db.execute(
+            "UPDATE imports SET rows = ?, added = ?, changed = ?, unchanged = ? "
+            "WHERE import_id = ?",
+            (rows, *summary, import_id),
+        )
+
+    def upsert_areas(self, rows: Iterable[AreaRecord]) -> int:
+        cursor = self._db.executemany(
+            "INSERT INTO areas (province_code, province_name, district_code, district_name, "
+            "commune_code, commune_name) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (commune_code) DO UPDATE SET province_code = excluded.province_code, "
+            "province_name = excluded.province_name, district_code = excluded.district_code, "
+            "district_name = excluded.district_name, commune_name = excluded.commune_name",
+            rows,
+        )
+        return cursor.rowcount
+
+    def areas(self) -> Iterator[AreaRecord]:
+        for row in self._db.execute(
+            "SELECT province_code, province_name, district_code, district_name, commune_code, "
+            "commune_name FROM areas ORDER BY province_code, district_code, commune_code"
+        ):
+            yield AreaRecord(*row)
+
+    def beneficiary(self, beneficiary_id: str) -> BeneficiaryRecord | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries WHERE beneficiary_id = ?",
+            (beneficiary_id,),
+        ).fetchone()
+        return BeneficiaryRecord._make(row) if row else None
+
+    def beneficiaries(self, programme: str) -> Iterator[BeneficiaryRecord]:
+        cursor = self._db.execute(
+            f"SELECT {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries "
+            "WHERE programme = ? ORDER BY beneficiary_id",
+            (programme,),
+        )
+        make = BeneficiaryRecord._make
+        while batch := cursor.fetchmany(4096):
+            for row in batch:
+                yield make(row)
+
+    def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
+        import json
+
+        return [
+            (version, BeneficiaryRecord._make(json.loads(record)))
+            for version, record in self._db.execute(
+                "SELECT version, record FROM beneficiary_history WHERE beneficiary_id = ? "
+                "ORDER BY version",
+                (beneficiary_id,),
+            )
+        ]
+
+    # -- cycles -----------------------------------------------------------------------------
+    def cycle(self, programme: str, period: int) -> CycleRecord | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(CycleRecord._fields)} FROM cycles "
+            "WHERE programme = ? AND period = ?",
+            (programme, period),
+        ).fetchone()
+        return CycleRecord._make(row) if row else None
+
+    def cycles(self, programme: str) -> list[CycleRecord]:
+        return [
+            CycleRecord._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(CycleRecord._fields)} FROM cycles WHERE programme = ? "
+                "ORDER BY period",
+                (programme,),
+            )
+        ]
+
+    def save_cycle(self, cycle: CycleRecord) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO cycles ({', '.join(CycleRecord._fields)}) "
+            f"VALUES ({_placeholders(len(CycleRecord._fields))})",
+            cycle,
+        )
+
+    def live_months(self, programme: str, exclude_period: int) -> Iterator[tuple[str, int]]:
+        cursor = self._db.execute(
+            "SELECT l.beneficiary_id, l.month FROM lines AS l "
+            "WHERE l.programme = ? AND l.live = 1 AND l.instruction_id NOT IN ("
+            "  SELECT instruction_id FROM instructions WHERE programme = ? AND period = ?) "
+            "ORDER BY l.beneficiary_id, l.month",
+            (programme, programme, exclude_period),
+        )
+        while batch := cursor.fetchmany(4096):
+            yield from batch
+
+    def cycle_instructions(
+        self, programme: str, period: int, *, with_lines: bool = False
+    ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
+        cursor = self._db.execute(
+            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+            "WHERE programme = ? AND period = ? ORDER BY beneficiary_id, seq",
+            (programme, period),
+        )
+        make = InstructionRecord._make
+        if not with_lines:
+            while batch := cursor.fetchmany(4096):
+                for row in batch:
+                    yield make(row), []
+            return
+        lines_cursor = self._db.execute(
+            "SELECT "
+            + ", ".join(f"l.{c}" for c in _LINE_COLUMNS)
+            + " FROM instructions AS i JOIN lines AS l ON l.programme = i.programme "
+            "AND l.beneficiary_id = i.beneficiary_id AND l.instruction_id = i.instruction_id "
+            "WHERE i.programme = ? AND i.period = ? ORDER BY i.beneficiary_id, i.seq, l.month",
+            (programme, period),
+        )
+        pending = lines_cursor.fetchone()
+        while batch := cursor.fetchmany(4096):
+            for row in batch:
+                record = make(row)
+                lines: list[LineRecord] = []
+                while pending is not None and pending[0] == record.instruction_id:
+                    lines.append(LineRecord._make(pending))
+                    pending = lines_cursor.fetchone()
+                yield record, lines
+
+    def beneficiary_instructions(
+        self, programme: str, beneficiary_id: str
+    ) -> list[InstructionRecord]:
+        return [
+            InstructionRecord._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+                "WHERE programme = ? AND beneficiary_id = ? ORDER BY period, seq",
+                (programme, beneficiary_id),
+            )
+        ]
+
+    def insert_instructions(
+        self, instructions: Sequence[InstructionRecord], lines: Sequence[LineRecord]
+    ) -> None:
+        self._db.executemany(
+            f"INSERT INTO instructions ({', '.join(_INSTRUCTION_COLUMNS)}) "
+            f"VALUES ({_placeholders(len(_INSTRUCTION_COLUMNS))})",
+            instructions,
+        )
+        self._db.executemany(
+            f"INSERT INTO lines ({', '.join(_LINE_COLUMNS)}, live) "
+            f"VALUES ({_placeholders(len(_LINE_COLUMNS))}, 1)",
+            lines,
+        )
+
+    def replace_instruction(
+        self, instruction: InstructionRecord, lines: Sequence[LineRecord]
+    ) -> None:
+        db = self._db
+        db.execute(
+            "DELETE FROM lines WHERE programme = ? AND beneficiary_id = ? AND instruction_id = ?",
+            (instruction.programme, instruction.beneficiary_id, instruction.instruction_id),
+        )
+        updates = ", ".join(f"{c} = ?" for c in _INSTRUCTION_COLUMNS)
+        db.execute(
+            f"UPDATE instructions SET {updates} WHERE instruction_id = ?",
+            (*instruction, instruction.instruction_id),
+        )
+        db.executemany(
+            f"INSERT INTO lines ({', '.join(_LINE_COLUMNS)}, live) "
+            f"VALUES ({_placeholders(len(_LINE_COLUMNS))}, 1)",
+            lines,
+        )
+
+    def set_state(
+        self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool
+    ) -> None:
+        db = self._db
+        db.executemany(
+            "UPDATE instructions SET state = ? WHERE instruction_id = ?",
+            ((to_state, instruction_id) for instruction_id in instruction_ids),
+        )
+        if release_lines:
+            db.executemany(
+                "UPDATE lines SET live = 0 WHERE (programme, beneficiary_id, instruction_id) = "
+                "(SELECT programme, beneficiary_id, instruction_id FROM instructions "
+                " WHERE instruction_id = ?)",
+                ((instruction_id,) for instruction_id in instruction_ids),
+            )
+
+    def bulk_transition(
+        self,
+        programme: str,
+        period: int,
+        from_state: str,
+        to_state: str,
+        event: EventRecord,
+        *,
+        release_lines: bool,
+    ) -> int:
+        db = self._db
+        db.execute(
+            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
+            "SELECT ?, ?, instruction_id, state, ?, ?, "
+            "CASE WHEN ? IS NULL THEN held_reason ELSE ? END "
+            "FROM instructions WHERE programme = ? AND period = ? AND state = ? "
+            "ORDER BY beneficiary_id, seq",
+            (
+                event.at,
+                event.kind,
+                to_state,
+                event.actor,
+                event.detail,
+                event.detail,
+                programme,
+                period,
+                from_state,
+            ),
+        )
+        if release_lines:
+            db.execute(
+                "UPDATE lines SET live = 0 WHERE programme = ? AND instruction_id IN ("
+                "SELECT instruction_id FROM instructions WHERE programme = ? AND period = ? "
+                "AND state = ?)",
+                (programme, programme, period, from_state),
+            )
+        cursor = db.execute(
+            "UPDATE instructions SET state = ? WHERE programme = ? AND period = ? AND state = ?",
+            (to_state, programme, period, from_state),
+        )
+        return cursor.rowcount
+
+    def append_events(self, events: Iterable[EventRecord]) -> None:
+        self._db.executemany(
+            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
+
+    def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]:
+        columns = "seq, at, kind, instruction_id, from_state, to_state, actor, detail"
+        if instruction_id is None:
+            cursor = self._db.execute(f"SELECT {columns} FROM events ORDER BY seq")
+        else:
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM events WHERE instruction_id = ? ORDER BY seq",
+                (instruction_id,),
+            )
+        for seq, *rest in cursor:
+            yield seq, EventRecord(*rest)
+
+    def query(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Run a read-only query (reports and tests); never used to change the ledger."""
+        return list(self._db.execute(sql, parameters))

@@ -1,0 +1,240 @@
+"""The ledger store: the protocol the cycle engine talks to, and the records it passes.
+
+The embedded default is :class:`~sap_payments.sqlite_store.SQLiteStore` (one file, WAL). The
+engine never writes SQL itself; it streams rows in and out through :class:`Store`, so a
+PostgreSQL backend can implement the same protocol. Rows are plain named tuples, not domain
+objects: a payroll of a million beneficiaries passes through here, and the engine builds domain
+objects only where a rule needs one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "AreaRecord",
+    "BeneficiaryRecord",
+    "CycleRecord",
+    "EventRecord",
+    "ImportRecord",
+    "ImportSummary",
+    "InstructionRecord",
+    "LineRecord",
+    "Store",
+]
+
+
+class BeneficiaryRecord(NamedTuple):
+    """One beneficiary as stored: the roster row, normalised (periods as month ordinals)."""
+
+    beneficiary_id: str
+    full_name: str
+    national_id: str | None
+    birth_date: str | None
+    sex: str
+    province_code: str
+    district_code: str
+    commune_code: str
+    category: str
+    coefficient: str | None
+    first_period: int
+    last_period: int | None
+    paid_through: int | None
+    status: str
+    channel: str
+    provider: str
+    msisdn: str | None
+    bank_bin: str | None
+    account_number: str | None
+    pay_point: str | None
+    proxy_name: str | None
+    proxy_national_id: str | None
+    proxy_relation: str | None
+    mandate_valid_until: str | None
+    home_delivery: int
+
+
+class AreaRecord(NamedTuple):
+    province_code: str
+    province_name: str
+    district_code: str
+    district_name: str
+    commune_code: str
+    commune_name: str
+
+
+class CycleRecord(NamedTuple):
+    programme: str
+    period: int
+    state: str  # "prepared" | "approved" | later states added by dispatch
+    ruleset: str
+    prepared_at: str
+    approved_at: str | None
+    approved_by: str | None
+    instructions: int
+    total: int
+    currency: str
+
+
+class InstructionRecord(NamedTuple):
+    instruction_id: str
+    programme: str
+    period: int
+    beneficiary_id: str
+    seq: int
+    state: str
+    held_reason: str | None
+    channel: str
+    provider: str
+    address: str
+    payee_kind: str  # "beneficiary" | "proxy"
+    payee_name: str
+    amount: int
+    currency: str
+    content: str  # hash of what the instruction pays, to see a change on re-preparation
+    province_code: str
+    district_code: str
+    commune_code: str
+
+
+class LineRecord(NamedTuple):
+    instruction_id: str
+    programme: str
+    beneficiary_id: str
+    month: int
+    kind: str
+    amount: int
+    coefficient: str
+
+
+class EventRecord(NamedTuple):
+    at: str
+    kind: str
+    instruction_id: str | None
+    from_state: str | None
+    to_state: str | None
+    actor: str | None
+    detail: str | None
+
+
+class ImportRecord(NamedTuple):
+    import_id: int
+    kind: str
+    source: str
+    sha256: str
+    rows: int
+    added: int
+    changed: int
+    unchanged: int
+    at: str
+
+
+class ImportSummary(NamedTuple):
+    added: int
+    changed: int
+    unchanged: int
+
+
+class Store(Protocol):
+    """What the engine needs from a ledger database."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """All writes inside happen together or not at all (nested calls join the outer one)."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- roster -------------------------------------------------------------------------
+    def stage_roster(self, rows: Iterable[tuple[int, bytes, BeneficiaryRecord]]) -> None:
+        """Put (line, row hash, record) into a staging area for checks before merging."""
+        ...
+
+    def staged_duplicates(self) -> Iterator[tuple[str, int, int]]:
+        """(column, first line, duplicate line) for beneficiary_id and national_id repeats."""
+        ...
+
+    def staged_conflicts(self, programme: str) -> Iterator[tuple[int, str, str]]:
+        """(line, column, reason) for staged rows that clash with the ledger."""
+        ...
+
+    def merge_staged(self, programme: str, import_id: int) -> ImportSummary:
+        """Apply staged rows: add new, update changed (keeping history), skip unchanged."""
+        ...
+
+    def find_import(self, kind: str, sha256: str) -> ImportRecord | None: ...
+
+    def add_import(self, kind: str, source: str, sha256: str, at: str) -> int: ...
+
+    def finish_import(self, import_id: int, rows: int, summary: ImportSummary) -> None: ...
+
+    def upsert_areas(self, rows: Iterable[AreaRecord]) -> int: ...
+
+    def areas(self) -> Iterator[AreaRecord]: ...
+
+    def beneficiary(self, beneficiary_id: str) -> BeneficiaryRecord | None: ...
+
+    def beneficiaries(self, programme: str) -> Iterator[BeneficiaryRecord]:
+        """Every beneficiary of the programme, ordered by beneficiary_id."""
+        ...
+
+    def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
+        """Earlier versions (version number, record), oldest first."""
+        ...
+
+    # -- cycles ---------------------------------------------------------------------------
+    def cycle(self, programme: str, period: int) -> CycleRecord | None: ...
+
+    def cycles(self, programme: str) -> list[CycleRecord]: ...
+
+    def save_cycle(self, cycle: CycleRecord) -> None: ...
+
+    def live_months(self, programme: str, exclude_period: int) -> Iterator[tuple[str, int]]:
+        """(beneficiary_id, month) carried by live lines of other cycles, by beneficiary_id."""
+        ...
+
+    def cycle_instructions(
+        self, programme: str, period: int, *, with_lines: bool = False
+    ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
+        """The cycle's instructions ordered by beneficiary_id then seq, each with its lines."""
+        ...
+
+    def beneficiary_instructions(
+        self, programme: str, beneficiary_id: str
+    ) -> list[InstructionRecord]:
+        """Every instruction of one beneficiary in the programme, by period and seq."""
+        ...
+
+    def insert_instructions(
+        self, instructions: Sequence[InstructionRecord], lines: Sequence[LineRecord]
+    ) -> None: ...
+
+    def replace_instruction(
+        self, instruction: InstructionRecord, lines: Sequence[LineRecord]
+    ) -> None:
+        """Overwrite a draft instruction's content and lines (same id, same state)."""
+        ...
+
+    def set_state(
+        self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool
+    ) -> None:
+        """Set the state of instructions (the caller has checked the transition table)."""
+        ...
+
+    def bulk_transition(
+        self,
+        programme: str,
+        period: int,
+        from_state: str,
+        to_state: str,
+        event: EventRecord,
+        *,
+        release_lines: bool,
+    ) -> int:
+        """Move every instruction of the cycle in ``from_state`` to ``to_state``, one event each."""
+        ...
+
+    def append_events(self, events: Iterable[EventRecord]) -> None: ...
+
+    def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]: ...
