@@ -9,7 +9,6 @@ READY, cancels what is held (those months come back as arrears next cycle) and f
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
@@ -62,17 +61,14 @@ V = TypeVar("V")
 def instruction_id(programme: str, period: Period, beneficiary_id: str, seq: int = 1) -> str:
     """The deterministic id of a beneficiary's ``seq``-th instruction in a cycle.
 
-    ``YYYYMM-`` and 16 base32 characters of a SHA-256: 23 characters, short enough for every
+    ``YYYYMM-`` and 20 hex digits (80 bits) of a SHA-256: 27 characters, short enough for every
     provider's reference field (ISO 20022 ``EndToEndId`` allows 35), and the same every time the
     cycle is prepared.
 
     >>> instruction_id("monthly-allowance", Period.parse("2021-09"), "PL-000001")[:7]
     '202109-'
     """
-    digest = hashlib.sha256(
-        f"{programme}\x1f{period}\x1f{beneficiary_id}\x1f{seq}".encode()
-    ).digest()
-    return f"{period.year:04d}{period.month:02d}-" + base64.b32encode(digest)[:16].decode()
+    return f"{period.year:04d}{period.month:02d}-" + _digest_id(programme, period, beneficiary_id, seq)
 
 
 @attrs.frozen
@@ -183,49 +179,121 @@ def prepare(
     """
     if isinstance(period, str):
         period = Period.parse(period)
-    at = _now()
-    currency = rules.currency
-    cycle_ordinal = period.ordinal
-    first_day = period.first_day.isoformat()
-    amount_cache: dict[tuple[int, str], int] = {}
-    default_coefficients = {code: str(c.coefficient) for code, c in rules.categories.items()}
-    counts = {"created": 0, "revised": 0, "cancelled": 0, "unchanged": 0}
-
-    def amount_for(month: int, coefficient: str) -> int:
-        key = (month, coefficient)
-        value = amount_cache.get(key)
-        if value is None:
-            value = rules.monthly_amount(Period(month), Decimal(coefficient)).minor
-            amount_cache[key] = value
-        return value
-
     with store.transaction():
         existing_cycle = _check_order(store, programme, period)
-        taken = _group(store.live_months(programme, cycle_ordinal))
+        run = _Preparation(store, rules, programme, period)
+        run.run(progress)
+        result = run.result()
+        if existing_cycle is not None and not (
+            result.created or result.revised or result.cancelled
+        ):
+            return result  # nothing changed: re-preparing is a no-op, not even an event
+        store.save_cycle(
+            CycleRecord(
+                programme,
+                period.ordinal,
+                PREPARED,
+                rules.fingerprint(),
+                run.at,
+                None,
+                None,
+                result.count,
+                result.total.minor,
+                rules.currency,
+            )
+        )
+        store.append_events(
+            [
+                EventRecord(
+                    run.at,
+                    "cycle.prepared",
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"{programme} {period}: {result.count} instructions, total "
+                    f"{result.total.minor} {rules.currency}; created {result.created}, "
+                    f"revised {result.revised}, cancelled {result.cancelled}, "
+                    f"unchanged {result.unchanged}; rule set {rules.fingerprint()[:16]}",
+                )
+            ]
+        )
+    return result
+
+
+class _Preparation:
+    """One run of ``prepare``: a merge of three streams ordered by beneficiary_id.
+
+    The beneficiaries, the months live instructions of other cycles already carry, and this
+    cycle's existing instructions (when it is prepared again) are read side by side, so memory
+    stays flat whatever the size of the roster.
+    """
+
+    def __init__(self, store: Store, rules: RuleSet, programme: str, period: Period) -> None:
+        self.store = store
+        self.rules = rules
+        self.programme = programme
+        self.period = period
+        self.at = _now()
+        self.counts = dict.fromkeys(("created", "revised", "cancelled", "unchanged"), 0)
+        self.by_provider: dict[str, list[int]] = {}
+        self.by_commune: dict[str, list[int]] = {}
+        self.count = self.total = self.held = 0
+        self._amounts: dict[tuple[int, str], int] = {}
+        self._coefficients = {code: str(c.coefficient) for code, c in rules.categories.items()}
+        self._id_prefix = f"{period.year:04d}{period.month:02d}-"
+
+    def amount(self, month: int, coefficient: str) -> int:
+        key = (month, coefficient)
+        value = self._amounts.get(key)
+        if value is None:
+            value = self.rules.monthly_amount(Period(month), Decimal(coefficient)).minor
+            self._amounts[key] = value
+        return value
+
+    def _tally(self, provider: str, commune: str, amount: int, held: bool) -> None:
+        self.count += 1
+        self.total += amount
+        self.held += held
+        entry = self.by_provider.get(provider)
+        if entry is None:
+            entry = self.by_provider[provider] = [0, 0]
+        entry[0] += 1
+        entry[1] += amount
+        entry = self.by_commune.get(commune)
+        if entry is None:
+            entry = self.by_commune[commune] = [0, 0]
+        entry[0] += 1
+        entry[1] += amount
+
+    def run(self, progress: Callable[[int], None] | None) -> None:  # noqa: C901, PLR0915
+        store, programme = self.store, self.programme
+        cycle = self.period.ordinal
+        first_day = self.period.first_day.isoformat()
+        currency = self.rules.currency
+        counts = self.counts
+        coefficients = self._coefficients
+        amount_of = self.amount
+        tally = self._tally
+        id_prefix = self._id_prefix
+        regular, arrears = LineKind.REGULAR.value, LineKind.ARREARS.value
+        created_state, held_state = S.CREATED.value, S.HELD.value
+        check_transition("(new)", S.CREATED, S.HELD)  # the move insert_instructions records
+        taken = _group(store.live_months(programme, cycle))
         existing = _group(
             (record.beneficiary_id, record)
-            for record, _ in store.cycle_instructions(programme, cycle_ordinal)
+            for record, _ in store.cycle_instructions(programme, cycle)
         )
         next_taken = next(taken, None)
         next_existing = next(existing, None)
-        new_instructions: list[InstructionRecord] = []
-        new_lines: list[LineRecord] = []
-        new_events: list[EventRecord] = []
-
-        def flush() -> None:
-            store.insert_instructions(new_instructions, new_lines)
-            store.append_events(new_events)
-            new_instructions.clear()
-            new_lines.clear()
-            new_events.clear()
-
+        batch: list[InstructionRecord] = []
         seen = 0
         for record in store.beneficiaries(programme):
             seen += 1
-            if progress is not None and seen % 10_000 == 0:
+            if progress is not None and not seen % 10_000:
                 progress(seen)
             beneficiary_id = record.beneficiary_id
-            months_taken: list[int] = []
+            months_taken: list[int] | None = None
             while next_taken is not None and next_taken[0] <= beneficiary_id:
                 if next_taken[0] == beneficiary_id:
                     months_taken = next_taken[1]
@@ -237,165 +305,145 @@ def prepare(
                 next_existing = next(existing, None)
 
             months = due_months(
-                cycle_ordinal,
+                cycle,
                 record.first_period,
                 record.last_period,
                 record.paid_through,
                 record.status,
                 set(months_taken) if months_taken else (),
             )
-            live = next((i for i in earlier if i.state in (S.CREATED, S.HELD)), None)
+            live = None
+            for candidate in earlier:
+                if candidate.state == created_state or candidate.state == held_state:
+                    live = candidate
             if not months:
                 if live is not None:
-                    _cancel(store, live, at, "no longer due when the cycle was re-prepared")
+                    _cancel(store, live, self.at, "no longer due when the cycle was re-prepared")
                     counts["cancelled"] += 1
                 continue
 
-            coefficient = record.coefficient or default_coefficients[record.category]
-            lines: list[LineRecord] = []
-            total = 0
-            for month in months:
-                amount = amount_for(month, coefficient)
-                total += amount
-                lines.append(
-                    LineRecord(
-                        "",
-                        programme,
-                        beneficiary_id,
-                        month,
-                        LineKind.REGULAR if month == cycle_ordinal else LineKind.ARREARS,
-                        amount,
-                        coefficient,
+            coefficient = record.coefficient or coefficients[record.category]
+            if len(months) == 1:
+                total = amount_of(months[0], coefficient)
+                kind = regular if months[0] == cycle else arrears
+                lines = f'[[{months[0]},"{kind}",{total},"{coefficient}"]]'
+            else:
+                amounts = [amount_of(month, coefficient) for month in months]
+                total = sum(amounts)
+                lines = (
+                    "["
+                    + ",".join(
+                        f'[{month},"{regular if month == cycle else arrears}",{amount},'
+                        f'"{coefficient}"]'
+                        for month, amount in zip(months, amounts, strict=True)
                     )
+                    + "]"
                 )
-            channel, address = mandate_addresses(record)[0]
-            proxy = record.proxy_name is not None
+            channel = record.channel
+            address = _address(record, channel)
+            if address is None:  # pragma: no cover - the roster import guarantees it
+                channel, address = mandate_addresses(record)[0]
             held = (
                 MANDATE_EXPIRED
-                if proxy
+                if record.proxy_name is not None
                 and record.mandate_valid_until is not None
                 and record.mandate_valid_until < first_day
                 else None
             )
-            content = hashlib.blake2b(
-                "\x1f".join(
-                    (
-                        held or "",
-                        channel,
-                        record.provider,
-                        address,
-                        record.proxy_name or record.full_name,
-                        str(total),
-                        currency,
-                        *(f"{ln.month}:{ln.kind}:{ln.amount}:{ln.coefficient}" for ln in lines),
-                    )
-                ).encode(),
-                digest_size=16,
-            ).hexdigest()
-            if live is not None and live.content == content:
-                counts["unchanged"] += 1
-                continue
-            seq = live.seq if live is not None else len(earlier) + 1
-            ident = (
-                live.instruction_id
-                if live is not None
-                else instruction_id(programme, period, beneficiary_id, seq)
-            )
-            state = S.HELD if held else S.CREATED
+            tally(record.provider, record.commune_code, total, held is not None)
+            if live is not None:
+                seq, ident = live.seq, live.instruction_id
+            else:
+                seq = len(earlier) + 1
+                ident = id_prefix + _digest_id(programme, self.period, beneficiary_id, seq)
             instruction = InstructionRecord(
                 ident,
                 programme,
-                cycle_ordinal,
+                cycle,
                 beneficiary_id,
                 seq,
-                state,
+                held_state if held else created_state,
                 held,
                 channel,
                 record.provider,
                 address,
-                "proxy" if proxy else "beneficiary",
-                record.proxy_name or record.full_name,
+                "beneficiary" if record.proxy_name is None else "proxy",
+                record.full_name if record.proxy_name is None else record.proxy_name,
                 total,
                 currency,
-                content,
+                lines,
                 record.province_code,
                 record.district_code,
                 record.commune_code,
             )
-            lines = [line._replace(instruction_id=ident) for line in lines]
             if live is not None:
-                before = S(live.state)
-                if before != state:
-                    check_transition(ident, before, state)
-                store.replace_instruction(instruction, lines)
-                store.append_events(
-                    [
-                        EventRecord(
-                            at,
-                            "instruction.revised",
-                            ident,
-                            before,
-                            state,
-                            None,
-                            f"amount {live.amount} -> {total}"
-                            + (f"; held: {held}" if held else ""),
-                        )
-                    ]
-                )
-                counts["revised"] += 1
+                if live == instruction:
+                    counts["unchanged"] += 1
+                else:
+                    self._revise(live, instruction)
                 continue
-            new_instructions.append(instruction)
-            new_lines.extend(lines)
-            new_events.append(
-                EventRecord(at, "instruction.created", ident, None, S.CREATED, None, None)
-            )
-            if held:
-                check_transition(ident, S.CREATED, S.HELD)
-                new_events.append(
-                    EventRecord(at, "instruction.held", ident, S.CREATED, S.HELD, None, held)
-                )
+            batch.append(instruction)
             counts["created"] += 1
-            if len(new_instructions) >= _BATCH:
-                flush()
-        flush()
+            if len(batch) >= _BATCH:
+                store.insert_instructions(batch, self.at)
+                batch.clear()
+        store.insert_instructions(batch, self.at)
         if progress is not None:
             progress(seen)
-        result = _totals(store, programme, period, currency, counts)
-        if existing_cycle is not None and not (
-            result.created or result.revised or result.cancelled
-        ):
-            return result  # nothing changed: re-preparing is a no-op, not even an event
-        store.save_cycle(
-            CycleRecord(
-                programme,
-                cycle_ordinal,
-                PREPARED,
-                rules.fingerprint(),
-                at,
-                None,
-                None,
-                result.count,
-                result.total.minor,
-                currency,
-            )
-        )
-        store.append_events(
+
+    def _revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
+        before, after = S(live.state), S(instruction.state)
+        if before != after:
+            check_transition(instruction.instruction_id, before, after)
+        self.store.replace_instruction(instruction)
+        detail = f"amount {live.amount} -> {instruction.amount}"
+        if instruction.address != live.address:
+            detail += f"; channel {live.channel} -> {instruction.channel}"
+        if instruction.held_reason:
+            detail += f"; held: {instruction.held_reason}"
+        self.store.append_events(
             [
                 EventRecord(
-                    at,
-                    "cycle.prepared",
+                    self.at,
+                    "instruction.revised",
+                    instruction.instruction_id,
+                    before,
+                    after,
                     None,
-                    None,
-                    None,
-                    None,
-                    f"{programme} {period}: {result.count} instructions, total {result.total.minor}"
-                    f" {currency}; created {result.created}, revised {result.revised}, "
-                    f"cancelled {result.cancelled}, unchanged {result.unchanged}; "
-                    f"rule set {rules.fingerprint()[:16]}",
+                    detail,
                 )
             ]
         )
-    return result
+        self.counts["revised"] += 1
+
+    def result(self) -> PrepareResult:
+        currency = self.rules.currency
+
+        def totals(table: dict[str, list[int]]) -> dict[str, ControlTotal]:
+            return {
+                key: ControlTotal(count, Money(amount, currency))
+                for key, (count, amount) in sorted(table.items())
+            }
+
+        return PrepareResult(
+            self.programme,
+            self.period,
+            self.counts["created"],
+            self.counts["revised"],
+            self.counts["cancelled"],
+            self.counts["unchanged"],
+            self.held,
+            self.count,
+            Money(self.total, currency),
+            totals(self.by_provider),
+            totals(self.by_commune),
+        )
+
+
+def _digest_id(programme: str, period: Period, beneficiary_id: str, seq: int) -> str:
+    """80 bits of SHA-256 over what identifies the instruction, as 20 upper-case hex digits."""
+    text = f"{programme}\x1f{period.ordinal}\x1f{beneficiary_id}\x1f{seq}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20].upper()
 
 
 def _cancel(store: Store, record: InstructionRecord, at: str, reason: str) -> None:
@@ -413,37 +461,6 @@ def _cancel(store: Store, record: InstructionRecord, at: str, reason: str) -> No
                 reason,
             )
         ]
-    )
-
-
-def _totals(
-    store: Store, programme: str, period: Period, currency: str, counts: dict[str, int]
-) -> PrepareResult:
-    by_provider: dict[str, list[int]] = {}
-    by_commune: dict[str, list[int]] = {}
-    count = total = held = 0
-    for record, _ in store.cycle_instructions(programme, period.ordinal):
-        if record.state in REPAYABLE_STATES:
-            continue
-        count += 1
-        total += record.amount
-        held += record.state == S.HELD
-        for table, key in ((by_provider, record.provider), (by_commune, record.commune_code)):
-            entry = table.setdefault(key, [0, 0])
-            entry[0] += 1
-            entry[1] += record.amount
-    return PrepareResult(
-        programme,
-        period,
-        counts["created"],
-        counts["revised"],
-        counts["cancelled"],
-        counts["unchanged"],
-        held,
-        count,
-        Money(total, currency),
-        {k: ControlTotal(n, Money(a, currency)) for k, (n, a) in sorted(by_provider.items())},
-        {k: ControlTotal(n, Money(a, currency)) for k, (n, a) in sorted(by_commune.items())},
     )
 
 
@@ -491,20 +508,18 @@ def approve(
             EventRecord(at, "instruction.cancelled", None, None, None, approver, None),
             release_lines=True,
         )
-        result = _totals(
-            store,
-            programme,
-            period,
-            cycle.currency,
-            dict.fromkeys(("created", "revised", "cancelled", "unchanged"), 0),
-        )
+        count = total = 0
+        for state, _provider, _commune, n, amount in store.cycle_totals(programme, period.ordinal):
+            if state not in REPAYABLE_STATES:
+                count += n
+                total += amount
         store.save_cycle(
             cycle._replace(
                 state=APPROVED,
                 approved_at=at,
                 approved_by=approver,
-                instructions=result.count,
-                total=result.total.minor,
+                instructions=count,
+                total=total,
             )
         )
         store.append_events(
@@ -516,9 +531,11 @@ def approve(
                     None,
                     None,
                     approver,
-                    f"{programme} {period}: {ready} ready, total {result.total.minor} "
+                    f"{programme} {period}: {ready} ready, total {total} "
                     f"{cycle.currency}; {cancelled} held instructions cancelled",
                 )
             ]
         )
-    return ApprovalResult(programme, period, approver, ready, cancelled, result.total)
+    return ApprovalResult(
+        programme, period, approver, ready, cancelled, Money(total, cycle.currency)
+    )

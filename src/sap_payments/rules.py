@@ -40,7 +40,7 @@ from sap_payments.errors import InvalidInput, InvalidRuleSet, UnknownCategory
 from sap_payments.money import MINOR_UNITS, Money, round_half_up
 from sap_payments.periods import Period
 
-__all__ = ["Category", "RuleSet", "StandardLevel"]
+__all__ = ["Category", "RuleSet", "StandardLevel", "canonical_coefficient"]
 
 #: Version tag inside the fingerprinted serialisation. Changing the serialisation changes every
 #: fingerprint, so bump this only on purpose (fingerprints are recorded with payrolls).
@@ -188,7 +188,7 @@ def _check_categories(categories: Mapping[str, Category], source: str | None) ->
             )
 
 
-def _canonical_coefficient(value: Decimal) -> str:
+def canonical_coefficient(value: Decimal) -> str:
     """``1.50`` and ``1.5`` are the same coefficient, so they serialise the same: ``"1.5"``."""
     return format(value.normalize(), "f")
 
@@ -331,7 +331,7 @@ class RuleSet:
             "categories": [
                 {
                     "code": category.code,
-                    "coefficient": _canonical_coefficient(category.coefficient),
+                    "coefficient": canonical_coefficient(category.coefficient),
                     "description": _nfc(category.description),
                     "basis": _nfc(category.basis),
                 }

@@ -11,6 +11,7 @@ CANCELLED) per programme, beneficiary and month.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,13 @@ _BENEFICIARY_COLUMNS: Final = BeneficiaryRecord._fields
 _INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
 _LINE_COLUMNS: Final = LineRecord._fields
 
+_LINES_FROM_INSTRUCTIONS: Final = (
+    "INSERT INTO lines (programme, beneficiary_id, month, instruction_id, kind, amount, "
+    "coefficient, live) SELECT i.programme, i.beneficiary_id, json_extract(j.value, '$[0]'), "
+    "i.instruction_id, json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), "
+    "json_extract(j.value, '$[3]'), 1 FROM instructions AS i, json_each(i.lines) AS j"
+)
+
 _MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the first schema
     """
@@ -58,7 +66,7 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
 
     CREATE TABLE beneficiaries (
-        beneficiary_id TEXT PRIMARY KEY,
+        beneficiary_id TEXT NOT NULL UNIQUE,
         full_name TEXT NOT NULL,
         national_id TEXT,
         birth_date TEXT,
@@ -84,10 +92,9 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         mandate_valid_until TEXT,
         home_delivery INTEGER NOT NULL,
         programme TEXT NOT NULL,
-        row_hash BLOB NOT NULL,
         version INTEGER NOT NULL,
         import_id INTEGER NOT NULL
-    ) WITHOUT ROWID;
+    );
     CREATE UNIQUE INDEX beneficiaries_by_national_id
         ON beneficiaries (national_id) WHERE national_id IS NOT NULL;
 
@@ -113,12 +120,13 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (programme, period)
     ) WITHOUT ROWID;
 
+    -- Rows are a few hundred bytes: rowid tables with indexes beat WITHOUT ROWID here.
     CREATE TABLE instructions (
+        instruction_id TEXT NOT NULL,
         programme TEXT NOT NULL,
         period INTEGER NOT NULL,
         beneficiary_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        instruction_id TEXT NOT NULL UNIQUE,
         state TEXT NOT NULL,
         held_reason TEXT,
         channel TEXT NOT NULL,
@@ -128,13 +136,17 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         payee_name TEXT NOT NULL,
         amount INTEGER NOT NULL CHECK (amount > 0),
         currency TEXT NOT NULL,
-        content TEXT NOT NULL,
+        lines TEXT NOT NULL,
         province_code TEXT NOT NULL,
         district_code TEXT NOT NULL,
-        commune_code TEXT NOT NULL,
-        PRIMARY KEY (programme, period, beneficiary_id, seq)
-    ) WITHOUT ROWID;
+        commune_code TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX instructions_by_id ON instructions (instruction_id);
+    CREATE UNIQUE INDEX instructions_by_cycle
+        ON instructions (programme, period, beneficiary_id, seq);
 
+    -- One row per month an instruction pays. The instruction's ``lines`` column holds the same
+    -- data as written at preparation (JSON). This table is what the months are indexed by.
     CREATE TABLE lines (
         programme TEXT NOT NULL,
         beneficiary_id TEXT NOT NULL,
@@ -165,6 +177,11 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
+def _differs(new: str, old: str) -> str:
+    """SQL: the row ``new`` differs from ``old`` in some roster column (NULL-safe)."""
+    return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _BENEFICIARY_COLUMNS[1:]) + ")"
+
+
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -189,7 +206,7 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
+        db.execute("PRAGMA cache_size = -131072")  # 128 MiB page cache
         db.execute("PRAGMA temp_store = MEMORY")
         self._migrate()
 
@@ -202,7 +219,8 @@ class SQLiteStore:
             return
         with self.transaction():
             for number in range(version, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[number].split(";"):
+                # Statements end with ";" at the end of a line (never inside a comment).
+                for statement in _MIGRATIONS[number].split(";\n"):
                     if statement.strip():
                         self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -241,16 +259,16 @@ class SQLiteStore:
         self.close()
 
     # -- roster -----------------------------------------------------------------------------
-    def stage_roster(self, rows: Iterable[tuple[int, bytes, BeneficiaryRecord]]) -> None:
+    def stage_roster(self, rows: Iterable[tuple[int, *tuple[object, ...]]]) -> None:
         db = self._db
         db.execute("DROP TABLE IF EXISTS temp.staging")
         db.execute(
-            "CREATE TEMP TABLE staging (line INTEGER NOT NULL, row_hash BLOB NOT NULL, "
+            "CREATE TEMP TABLE staging (line INTEGER NOT NULL, "
             + ", ".join(_BENEFICIARY_COLUMNS)
             + ")"
         )
-        insert = f"INSERT INTO temp.staging VALUES ({_placeholders(2 + len(_BENEFICIARY_COLUMNS))})"
-        db.executemany(insert, ((line, digest, *record) for line, digest, record in rows))
+        insert = f"INSERT INTO temp.staging VALUES ({_placeholders(1 + len(_BENEFICIARY_COLUMNS))})"
+        db.executemany(insert, rows)
         db.execute("CREATE INDEX temp.staging_id ON staging (beneficiary_id)")
         db.execute("CREATE INDEX temp.staging_nid ON staging (national_id)")
 
@@ -302,27 +320,26 @@ class SQLiteStore:
             "INSERT INTO beneficiary_history "
             "SELECT b.beneficiary_id, b.version, ?, json_array("
             + ", ".join(f"b.{c}" for c in _BENEFICIARY_COLUMNS)
-            + ") FROM beneficiaries AS b JOIN temp.staging AS s USING (beneficiary_id) "
-            "WHERE s.row_hash != b.row_hash",
+            + f") FROM beneficiaries AS b JOIN temp.staging AS s USING (beneficiary_id) "
+            f"WHERE {_differs('s', 'b')}",
             (import_id,),
         )
         changed = db.execute("SELECT changes()").fetchone()[0]
-        columns = ", ".join(_BENEFICIARY_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
-        # The national-id index is unique: clear ids that move between rows in this import
-        # first, so a swap inside one file does not trip it half-way.
+        # The national-id index is unique: clear the ids of rows about to change first, so a
+        # swap of two ids inside one file does not trip it half-way through.
         db.execute(
             "UPDATE beneficiaries SET national_id = NULL WHERE beneficiary_id IN ("
             "SELECT b.beneficiary_id FROM beneficiaries AS b JOIN temp.staging AS s "
-            "USING (beneficiary_id) WHERE s.row_hash != b.row_hash)"
+            f"USING (beneficiary_id) WHERE {_differs('s', 'b')})"
         )
+        columns = ", ".join(_BENEFICIARY_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
         db.execute(
-            f"INSERT INTO beneficiaries ({columns}, programme, row_hash, version, import_id) "
-            f"SELECT {columns}, ?, row_hash, 1, ? FROM temp.staging WHERE true "
+            f"INSERT INTO beneficiaries ({columns}, programme, version, import_id) "
+            f"SELECT {columns}, ?, 1, ? FROM temp.staging ORDER BY beneficiary_id "
             f"ON CONFLICT (beneficiary_id) DO UPDATE SET {updates}, "
-            "row_hash = excluded.row_hash, version = beneficiaries.version + 1, "
-            "import_id = excluded.import_id "
-            "WHERE excluded.row_hash != beneficiaries.row_hash",
+            "version = beneficiaries.version + 1, import_id = excluded.import_id "
+            f"WHERE {_differs('excluded', 'beneficiaries')}",
             (programme, import_id),
         )
         touched = db.execute("SELECT changes()").fetchone()[0]
@@ -391,8 +408,6 @@ class SQLiteStore:
                 yield make(row)
 
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
-        import json
-
         return [
             (version, BeneficiaryRecord._make(json.loads(record)))
             for version, record in self._db.execute(
@@ -453,23 +468,16 @@ class SQLiteStore:
                 for row in batch:
                     yield make(row), []
             return
-        lines_cursor = self._db.execute(
-            "SELECT "
-            + ", ".join(f"l.{c}" for c in _LINE_COLUMNS)
-            + " FROM instructions AS i JOIN lines AS l ON l.programme = i.programme "
-            "AND l.beneficiary_id = i.beneficiary_id AND l.instruction_id = i.instruction_id "
-            "WHERE i.programme = ? AND i.period = ? ORDER BY i.beneficiary_id, i.seq, l.month",
-            (programme, period),
-        )
-        pending = lines_cursor.fetchone()
+        loads = json.loads
         while batch := cursor.fetchmany(4096):
             for row in batch:
                 record = make(row)
-                lines: list[LineRecord] = []
-                while pending is not None and pending[0] == record.instruction_id:
-                    lines.append(LineRecord._make(pending))
-                    pending = lines_cursor.fetchone()
-                yield record, lines
+                yield record, [
+                    LineRecord(
+                        record.instruction_id, programme, record.beneficiary_id, *line
+                    )
+                    for line in loads(record.lines)
+                ]
 
     def beneficiary_instructions(
         self, programme: str, beneficiary_id: str
@@ -483,23 +491,44 @@ class SQLiteStore:
             )
         ]
 
-    def insert_instructions(
-        self, instructions: Sequence[InstructionRecord], lines: Sequence[LineRecord]
-    ) -> None:
-        self._db.executemany(
+    def insert_instructions(self, instructions: Sequence[InstructionRecord], at: str) -> None:
+        if not instructions:
+            return
+        db = self._db
+        (watermark,) = db.execute("SELECT coalesce(max(rowid), 0) FROM instructions").fetchone()
+        db.executemany(
             f"INSERT INTO instructions ({', '.join(_INSTRUCTION_COLUMNS)}) "
             f"VALUES ({_placeholders(len(_INSTRUCTION_COLUMNS))})",
             instructions,
         )
-        self._db.executemany(
-            f"INSERT INTO lines ({', '.join(_LINE_COLUMNS)}, live) "
-            f"VALUES ({_placeholders(len(_LINE_COLUMNS))}, 1)",
-            lines,
+        # Lines and events are derived set-wise from the rows just written: no second round of
+        # parameter binding per row.
+        db.execute(_LINES_FROM_INSTRUCTIONS + " WHERE i.rowid > ?", (watermark,))
+        db.execute(
+            "INSERT INTO events (at, kind, instruction_id, from_state, to_state) "
+            "SELECT ?, 'instruction.created', instruction_id, NULL, 'CREATED' FROM instructions "
+            "WHERE rowid > ? ORDER BY rowid",
+            (at, watermark),
+        )
+        db.execute(
+            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, detail) "
+            "SELECT ?, 'instruction.held', instruction_id, 'CREATED', 'HELD', held_reason "
+            "FROM instructions WHERE rowid > ? AND state = 'HELD' ORDER BY rowid",
+            (at, watermark),
         )
 
-    def replace_instruction(
-        self, instruction: InstructionRecord, lines: Sequence[LineRecord]
-    ) -> None:
+    def cycle_totals(self, programme: str, period: int) -> list[tuple[str, str, str, int, int]]:
+        return [
+            (str(state), str(provider), str(commune), int(count), int(amount))
+            for state, provider, commune, count, amount in self._db.execute(
+                "SELECT state, provider, commune_code, count(*), sum(amount) FROM instructions "
+                "WHERE programme = ? AND period = ? GROUP BY state, provider, commune_code "
+                "ORDER BY state, provider, commune_code",
+                (programme, period),
+            )
+        ]
+
+    def replace_instruction(self, instruction: InstructionRecord) -> None:
         db = self._db
         db.execute(
             "DELETE FROM lines WHERE programme = ? AND beneficiary_id = ? AND instruction_id = ?",
@@ -510,11 +539,8 @@ class SQLiteStore:
             f"UPDATE instructions SET {updates} WHERE instruction_id = ?",
             (*instruction, instruction.instruction_id),
         )
-        db.executemany(
-            f"INSERT INTO lines ({', '.join(_LINE_COLUMNS)}, live) "
-            f"VALUES ({_placeholders(len(_LINE_COLUMNS))}, 1)",
-            lines,
-        )
+        db.execute(_LINES_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?",
+                   (instruction.instruction_id,))
 
     def set_state(
         self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool

@@ -93,7 +93,7 @@ class InstructionRecord(NamedTuple):
     payee_name: str
     amount: int
     currency: str
-    content: str  # hash of what the instruction pays, to see a change on re-preparation
+    lines: str  # the lines as JSON: [[month ordinal, kind, amount, coefficient], …]
     province_code: str
     district_code: str
     commune_code: str
@@ -147,8 +147,8 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # -- roster -------------------------------------------------------------------------
-    def stage_roster(self, rows: Iterable[tuple[int, bytes, BeneficiaryRecord]]) -> None:
-        """Put (line, row hash, record) into a staging area for checks before merging."""
+    def stage_roster(self, rows: Iterable[tuple[int, *tuple[object, ...]]]) -> None:
+        """Put (line, *record) rows into a staging area for checks before merging."""
         ...
 
     def staged_duplicates(self) -> Iterator[tuple[str, int, int]]:
@@ -206,13 +206,16 @@ class Store(Protocol):
         """Every instruction of one beneficiary in the programme, by period and seq."""
         ...
 
-    def insert_instructions(
-        self, instructions: Sequence[InstructionRecord], lines: Sequence[LineRecord]
-    ) -> None: ...
+    def insert_instructions(self, instructions: Sequence[InstructionRecord], at: str) -> None:
+        """Add new instructions (CREATED or HELD) with their lines, and record each as an event
+        ("instruction.created", then "instruction.held" for a held one) at time ``at``."""
+        ...
 
-    def replace_instruction(
-        self, instruction: InstructionRecord, lines: Sequence[LineRecord]
-    ) -> None:
+    def cycle_totals(self, programme: str, period: int) -> list[tuple[str, str, str, int, int]]:
+        """(state, provider, commune_code, count, amount) of the cycle's instructions."""
+        ...
+
+    def replace_instruction(self, instruction: InstructionRecord) -> None:
         """Overwrite a draft instruction's content and lines (same id, same state)."""
         ...
 

@@ -177,19 +177,21 @@ _PHONE_MUL = 7_654_321  # mod 10**7: the subscriber part of a phone number
 _ACCOUNT_MUL = 3_141_592_653  # mod 10**10: the variable part of an account number
 
 
-def _per_mille(value: int, name: str) -> None:
-    if not 0 <= value <= 1000:
-        raise ValueError(f"{name} must be between 0 and 1000 (per mille), got {value}")
-
-
 def _check_per_mille(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    _per_mille(value, attribute.name)
+    if not isinstance(value, int) or not 0 <= value <= 1000:
+        raise ValueError(
+            f"{attribute.name} must be an int from 0 to 1000 (per mille), got {value!r}"
+        )
 
 
 def _check_takeover(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     period = Period.parse(value)
     if not 1930 <= period.year <= 2200:
         raise ValueError(f"takeover must be a month between 1930 and 2200, got {value!r}")
+
+
+def _to_areas(areas: Iterable[AreaRow]) -> tuple[AreaRow, ...]:
+    return tuple(areas)
 
 
 def _check_areas(instance: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
@@ -225,7 +227,7 @@ class RosterSpec:
     seed: int = attrs.field(default=2021, validator=attrs.validators.instance_of(int))
     takeover: str = attrs.field(default="2021-09", validator=_check_takeover)
     areas: tuple[AreaRow, ...] = attrs.field(
-        default=PHU_LOC_AREAS, converter=tuple, validator=_check_areas
+        default=PHU_LOC_AREAS, converter=_to_areas, validator=_check_areas
     )
     id_prefix: str = attrs.field(default="PL", validator=_check_prefix)
     ewallet_share: int = attrs.field(default=930, validator=_check_per_mille)
@@ -340,9 +342,9 @@ _CATEGORY_MODEL: dict[str, tuple[int, tuple[_Band, ...]]] = {
     "orphan_4plus": (
         490,
         (
-            _Band(4, 5, 120, _YOUNG, _RELATIONS_MINOR),
-            _Band(6, 15, 580, _MINOR, _RELATIONS_MINOR),
-            _Band(16, 21, 300, _ADULT, _RELATIONS_ADULT),  # still at school: paid until 22
+            # Under 16 (Decree 20/2021 Art. 5(1)); at 16-22 in school it is another category.
+            _Band(4, 5, 167, _YOUNG, _RELATIONS_MINOR),
+            _Band(6, 15, 833, _MINOR, _RELATIONS_MINOR),
         ),
     ),
     "orphan_under4": (490, (_Band(0, 3, 1000, _YOUNG, _RELATIONS_MINOR),)),
@@ -730,7 +732,9 @@ def _atomic_file(target: Path, mode: str) -> Iterator[IO[Any]]:
     """Write ``target`` through a temporary file in the same directory, then rename it in place.
 
     A reader sees either the old file or the whole new one, never a partial file; on error the
-    temporary file is removed and ``target`` is left as it was.
+    temporary file is removed and ``target`` is left as it was. As with ``tempfile.mkstemp``, the
+    file is readable by its owner only (0600): files in the roster format usually hold personal
+    data.
     """
     directory = target.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -792,12 +796,27 @@ def write_roster_xlsx(path: str | os.PathLike[str], rows: Iterable[Sequence[str]
     sheet = workbook.create_sheet("roster")
     sheet.append([str(name) for name in ROSTER_COLUMNS])
     count = 0
-    for row in rows:
-        sheet.append([str(value) for value in row])
-        count += 1
+    try:
+        for row in rows:
+            sheet.append([str(value) for value in row])
+            count += 1
+    except BaseException:
+        _discard_sheet(sheet)
+        raise
     with _atomic_file(Path(path), "wb") as fh:
         workbook.save(fh)
     return count
+
+
+def _discard_sheet(sheet: Any) -> None:
+    """Close a write-only sheet that will not be saved and delete openpyxl's temporary file.
+
+    Best effort: this runs while another error propagates, which it must not hide.
+    """
+    with contextlib.suppress(Exception):
+        sheet.close()
+        if sheet._writer is not None:
+            sheet._writer.cleanup()
 
 
 def write_areas_csv(path: str | os.PathLike[str], areas: Iterable[AreaRow]) -> int:
