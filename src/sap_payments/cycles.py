@@ -34,7 +34,6 @@ from sap_payments.store import (
     CycleRecord,
     EventRecord,
     InstructionRecord,
-    LineRecord,
     Store,
 )
 
@@ -68,7 +67,9 @@ def instruction_id(programme: str, period: Period, beneficiary_id: str, seq: int
     >>> instruction_id("monthly-allowance", Period.parse("2021-09"), "PL-000001")[:7]
     '202109-'
     """
-    return f"{period.year:04d}{period.month:02d}-" + _digest_id(programme, period, beneficiary_id, seq)
+    return f"{period.year:04d}{period.month:02d}-" + _digest_id(
+        programme, period, beneficiary_id, seq
+    )
 
 
 @attrs.frozen
@@ -266,7 +267,7 @@ class _Preparation:
         entry[0] += 1
         entry[1] += amount
 
-    def run(self, progress: Callable[[int], None] | None) -> None:  # noqa: C901, PLR0915
+    def run(self, progress: Callable[[int], None] | None) -> None:
         store, programme = self.store, self.programme
         cycle = self.period.ordinal
         first_day = self.period.first_day.isoformat()

@@ -74,7 +74,9 @@ class Ledger:
         *,
         programme: str | None = None,
         progress: Progress = None,
+        workers: int = 1,
     ) -> ImportResult:
+        """Import a roster (see :func:`sap_payments.roster.import_roster`)."""
         return import_roster(
             self.store,
             path,
@@ -82,6 +84,7 @@ class Ledger:
             programme=programme or self.config.programme,
             providers=self._providers,
             progress=progress,
+            workers=workers,
         )
 
     def import_areas(self, path: str | os.PathLike[str]) -> int:

@@ -14,15 +14,16 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from sap_payments.errors import InvalidRoster, RowProblem
 from sap_payments.rules import RuleSet, canonical_coefficient
+from sap_payments.sqlite_store import SQLiteStore, write_staging
 from sap_payments.store import (
     AreaRecord,
     BeneficiaryRecord,
@@ -368,7 +369,7 @@ class _RowChecker:
                 return
         self._provider_ok.add((provider, channel))
 
-    def check(self, line: int, cells: Sequence[str]) -> BeneficiaryRecord | None:  # noqa: C901, PLR0912, PLR0915
+    def check(self, line: int, cells: Sequence[str]) -> BeneficiaryRecord | None:
         problems = self.problems
         add = problems.add
         before = problems.count
@@ -401,7 +402,9 @@ class _RowChecker:
         ) = map(str.strip, cells)
 
         if not _ID.fullmatch(beneficiary_id):
-            reason = "must be 1–64 letters, digits, '.', '_' or '-'" if beneficiary_id else "required"
+            reason = (
+                "must be 1–64 letters, digits, '.', '_' or '-'" if beneficiary_id else "required"
+            )
             add(line, "beneficiary_id", reason)
         if not full_name:
             add(line, "full_name", "required")
@@ -486,6 +489,8 @@ class _RowChecker:
                 add(line, "proxy_name", "longer than 200 characters or holds control characters")
             if not proxy_relation:
                 add(line, "proxy_relation", "required when proxy_name is given")
+            elif len(proxy_relation) > 64 or _CONTROL.search(proxy_relation):
+                add(line, "proxy_relation", "longer than 64 characters or holds control characters")
             if proxy_national_id and not _NATIONAL_ID.fullmatch(proxy_national_id):
                 add(line, "proxy_national_id", "must be 12 digits")
             if mandate_valid_until and _date(mandate_valid_until) is None:
@@ -497,10 +502,7 @@ class _RowChecker:
             return None
         return BeneficiaryRecord(
             beneficiary_id,
-            full_name,
             national_id or None,
-            birth_date,
-            sex_code,  # type: ignore[arg-type]  # checked above
             province_code,
             district_code,
             commune_code,
@@ -512,6 +514,9 @@ class _RowChecker:
             status,
             channel,
             provider,
+            full_name,
+            birth_date,
+            sex_code,  # type: ignore[arg-type]  # checked above
             wallet,
             bank_bin or None,
             account_number or None,
@@ -537,6 +542,7 @@ def import_roster(
     programme: str,
     providers: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> ImportResult:
     """Import a roster file into the ledger, all of it or nothing.
 
@@ -547,6 +553,8 @@ def import_roster(
         programme: the programme the roster's decisions belong to.
         providers: configured provider name → channel; ``None`` accepts any provider name.
         progress: called now and then with the number of rows read so far.
+        workers: processes that read and check a large CSV file in parallel (each takes a
+            slice of the file); 1 reads it in this process.
 
     Raises:
         InvalidRoster: the file or some rows are invalid; nothing was applied.
@@ -555,57 +563,284 @@ def import_roster(
     digest = _sha256(path)
     header, rows = read_table(path)
     positions = _check_header(source, header, ROSTER_COLUMNS)
-    identity = list(range(len(ROSTER_COLUMNS)))
+    slices = _slices(Path(path), workers) if workers > 1 else None
+    if slices is not None and isinstance(store, SQLiteStore):
+        rows.close()  # type: ignore[attr-defined]  # a generator: closes the file
+        return _import_parallel(
+            store,
+            Path(path),
+            slices,
+            positions,
+            len(header),
+            rules,
+            programme,
+            providers,
+            progress,
+            digest,
+        )
+    problems = _Problems()
+    checker = _RowChecker(rules, providers, problems)
+    counter = _Counter(progress)
+    with store.transaction():
+        at = _now()
+        import_id = store.add_import("roster", source, digest, at)
+        added = store.upsert_roster(
+            programme, import_id, counter.wrap(_checked_rows(rows, checker, positions, len(header)))
+        )
+        problems.raise_if_any(source)
+        summary = _finish(store, source, digest, at, import_id, counter.count, added, problems)
+    counter.final()
+    return ImportResult(source, digest, counter.count, *summary, import_id)
+
+
+class _Counter:
+    """Counts rows as they stream past and reports progress every 10,000."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def wrap(
+        self, rows: Iterator[tuple[int, BeneficiaryRecord | None]]
+    ) -> Iterator[tuple[int, BeneficiaryRecord]]:
+        progress = self.progress
+        for line, record in rows:
+            self.count += 1
+            if progress is not None and not self.count % 10_000:
+                progress(self.count)
+            if record is not None:
+                yield line, record
+
+    def final(self) -> None:
+        if self.progress is not None:
+            self.progress(self.count)
+
+
+def _checked_rows(
+    rows: Iterable[tuple[int, list[str]]],
+    checker: _RowChecker,
+    positions: list[int],
+    width: int,
+) -> Iterator[tuple[int, BeneficiaryRecord | None]]:
+    """(line, record) for every row; record is None when the row has problems (recorded)."""
+    identity = positions == list(range(len(ROSTER_COLUMNS)))
+    check = checker.check
+    for line, cells in rows:
+        if len(cells) != width:
+            if len(cells) > width and any(cells[width:]):
+                checker.problems.add(line, "(row)", f"has {len(cells)} fields, the header {width}")
+                yield line, None
+                continue
+            cells = (cells + [""] * width)[:width]
+        yield line, check(line, cells if identity else [cells[p] for p in positions])
+
+
+def _finish(
+    store: Store,
+    source: str,
+    digest: str,
+    at: str,
+    import_id: int,
+    count: int,
+    added: int,
+    problems: _Problems,
+) -> ImportSummary:
+    """The checks only the ledger can make, then the import's record and event."""
+    if count == 0:
+        raise InvalidRoster(source, [RowProblem(2, "(file)", "the roster has no rows")])
+    for line, column, reason in store.roster_problems(import_id):
+        problems.add(line, column, reason)
+    problems.raise_if_any(source)
+    changed = store.changed_in(import_id)
+    summary = ImportSummary(added, changed, count - added - changed)
+    store.finish_import(import_id, count, summary)
+    store.append_events(
+        [
+            EventRecord(
+                at,
+                "roster.imported",
+                None,
+                None,
+                None,
+                None,
+                f"import {import_id}: {count} rows, {summary.added} added, "
+                f"{summary.changed} changed, {summary.unchanged} unchanged; sha256 {digest}",
+            )
+        ]
+    )
+    return summary
+
+
+# -- parallel import of large CSV files -------------------------------------------------------
+#: Below this size a file is read in-process: starting workers would cost more than it saves.
+PARALLEL_MIN_BYTES: Final = 8 << 20
+
+
+@attrs.frozen
+class _Slice:
+    start: int  # byte offset of the slice's first line
+    end: int  # byte offset just past its last line
+    first_line: int  # the line number of its first line
+
+
+def _slices(path: Path, workers: int) -> list[_Slice] | None:
+    """Cut a CSV file into ``workers`` slices at line ends outside quoted fields.
+
+    A quoted field may hold a newline, but quotes inside one are doubled, so a line end is
+    outside every field exactly when the quotes before it are even in number.
+    """
+    if path.suffix.lower() != ".csv":
+        return None
+    size = path.stat().st_size
+    if size < PARALLEL_MIN_BYTES:
+        return None
+    with path.open("rb") as handle:
+        header = handle.readline()
+        if b'"' in header:
+            return None
+        start = position = handle.tell()
+        boundaries, first_lines = [start], [2]
+        quotes, line = 0, 2
+        for k in range(1, workers):
+            target = start + (size - start) * k // workers
+            if target <= position:
+                continue
+            chunk = handle.read(target - position)
+            position += len(chunk)
+            quotes += chunk.count(b'"')
+            line += chunk.count(b"\n")
+            while position < size:  # finish the line; go on while inside a quoted field
+                tail = handle.readline()
+                position += len(tail)
+                quotes += tail.count(b'"')
+                line += tail.count(b"\n")
+                if quotes % 2 == 0:
+                    break
+            if position >= size:
+                break
+            boundaries.append(position)
+            first_lines.append(line)
+    boundaries.append(size)
+    slices = [
+        _Slice(begin, end, first)
+        for begin, end, first in zip(boundaries, boundaries[1:], first_lines, strict=False)
+        if end > begin
+    ]
+    return slices if len(slices) > 1 else None
+
+
+@attrs.frozen
+class _SliceResult:
+    count: int
+    problems: tuple[RowProblem, ...]
+    problem_count: int
+
+
+_shared_counter: Any = None
+
+
+def _init_worker(counter: Any) -> None:
+    global _shared_counter
+    _shared_counter = counter
+
+
+def _check_slice(
+    path: Path,
+    piece: _Slice,
+    positions: list[int],
+    width: int,
+    rules: RuleSet,
+    providers: Mapping[str, str] | None,
+    staging: Path,
+) -> _SliceResult:
+    """In a worker: read and check one slice, and write its good rows to a staging file."""
     problems = _Problems()
     checker = _RowChecker(rules, providers, problems)
     count = 0
 
-    def checked() -> Iterator[tuple[int, *tuple[object, ...]]]:
-        nonlocal count
-        width = len(header)
-        check = checker.check
-        for line, cells in rows:
-            count += 1
-            if progress is not None and count % 10_000 == 0:
-                progress(count)
-            if len(cells) != width:
-                if len(cells) > width and any(cells[width:]):
-                    problems.add(line, "(row)", f"has {len(cells)} fields, the header {width}")
-                    continue
-                cells = (cells + [""] * width)[:width]
-            ordered = cells if positions == identity else [cells[p] for p in positions]
-            record = check(line, ordered)
-            if record is not None:
-                yield (line, *record)
+    def lines() -> Iterator[str]:
+        with path.open("rb") as handle:
+            handle.seek(piece.start)
+            remaining = piece.end - piece.start
+            while remaining > 0:
+                raw = handle.readline()
+                if not raw:
+                    return
+                remaining -= len(raw)
+                yield raw.decode("utf-8")
 
-    with store.transaction():
-        store.stage_roster(checked())
-        problems.raise_if_any(source)
-        if count == 0:
-            raise InvalidRoster(source, [RowProblem(2, "(file)", "the roster has no rows")])
-        for column, first, later in store.staged_duplicates():
-            problems.add(later, column, f"duplicate of line {first}")
-        for line, column, reason in store.staged_conflicts(programme):
-            problems.add(line, column, reason)
-        problems.raise_if_any(source)
-        at = _now()
-        import_id = store.add_import("roster", source, digest, at)
-        summary: ImportSummary = store.merge_staged(programme, import_id)
-        store.finish_import(import_id, count, summary)
-        store.append_events(
-            [
-                EventRecord(
-                    at,
-                    "roster.imported",
-                    None,
-                    None,
-                    None,
-                    None,
-                    f"import {import_id}: {count} rows, {summary.added} added, "
-                    f"{summary.changed} changed, {summary.unchanged} unchanged; sha256 {digest}",
-                )
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        nonlocal count
+        reader = csv.reader(lines())
+        try:
+            for cells in reader:
+                if any(cells):
+                    count += 1
+                    if _shared_counter is not None and not count % 10_000:
+                        with _shared_counter.get_lock():
+                            _shared_counter.value += 10_000
+                    yield piece.first_line + reader.line_num - 1, cells
+        except UnicodeDecodeError as exc:
+            problems.add(
+                piece.first_line + reader.line_num, "(file)", f"not UTF-8 text: {exc.reason}"
+            )
+        except csv.Error as exc:
+            problems.add(piece.first_line + reader.line_num - 1, "(file)", f"broken CSV: {exc}")
+
+    write_staging(staging, _Counter(None).wrap(_checked_rows(rows(), checker, positions, width)))
+    return _SliceResult(count, tuple(problems.kept), problems.count)
+
+
+def _import_parallel(
+    store: SQLiteStore,
+    path: Path,
+    slices: list[_Slice],
+    positions: list[int],
+    width: int,
+    rules: RuleSet,
+    programme: str,
+    providers: Mapping[str, str] | None,
+    progress: Callable[[int], None] | None,
+    digest: str,
+) -> ImportResult:
+    import concurrent.futures
+    import multiprocessing
+    import tempfile
+
+    source = str(path)
+    # fork where the platform has it: workers start at once and need no importable __main__;
+    # they never touch the parent's SQLite connection. Elsewhere spawn (the caller's script
+    # then needs the usual `if __name__ == "__main__":` guard).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    counter = context.Value("q", 0)
+    with tempfile.TemporaryDirectory(prefix="sap-payments-import-") as work:
+        stagings = [Path(work) / f"slice{n}.db" for n in range(len(slices))]
+        with concurrent.futures.ProcessPoolExecutor(
+            len(slices), mp_context=context, initializer=_init_worker, initargs=(counter,)
+        ) as pool:
+            futures = [
+                pool.submit(_check_slice, path, piece, positions, width, rules, providers, out)
+                for piece, out in zip(slices, stagings, strict=True)
             ]
-        )
+            pending = set(futures)
+            while pending:
+                _, pending = concurrent.futures.wait(pending, timeout=0.25)
+                if progress is not None:
+                    progress(counter.value)
+            results = [future.result() for future in futures]
+        problems = _Problems()
+        for result in results:
+            for problem in result.problems:
+                problems.add(problem.line, problem.column, problem.reason)
+            problems.count += result.problem_count - len(result.problems)
+        problems.raise_if_any(source)
+        count = sum(result.count for result in results)
+        with store.attached(stagings) as names, store.transaction():
+            at = _now()
+            import_id = store.add_import("roster", source, digest, at)
+            added = store.upsert_staged(programme, import_id, names)
+            summary = _finish(store, source, digest, at, import_id, count, added, problems)
     if progress is not None:
         progress(count)
     return ImportResult(source, digest, count, *summary, import_id)

@@ -16,10 +16,11 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from sap_payments.errors import SchemaVersionError, StoreError
 from sap_payments.store import (
+    DETAILS_FROM,
     AreaRecord,
     BeneficiaryRecord,
     CycleRecord,
@@ -30,9 +31,58 @@ from sap_payments.store import (
     LineRecord,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "write_staging"]
 
-_BENEFICIARY_COLUMNS: Final = BeneficiaryRecord._fields
+#: The beneficiary columns of the table: the key fields, then all details packed in one.
+_BENEFICIARY_COLUMNS: Final = (*BeneficiaryRecord._fields[:DETAILS_FROM], "details")
+_SEPARATOR: Final = "\x1f"  # the roster import refuses control characters in every field
+
+
+def _pack(record: BeneficiaryRecord) -> tuple[object, ...]:
+    r = record
+    details = (
+        f"{r.full_name}\x1f{r.birth_date or ''}\x1f{r.sex}\x1f{r.msisdn or ''}\x1f"
+        f"{r.bank_bin or ''}\x1f{r.account_number or ''}\x1f{r.pay_point or ''}\x1f"
+        f"{r.proxy_name or ''}\x1f{r.proxy_national_id or ''}\x1f{r.proxy_relation or ''}\x1f"
+        f"{r.mandate_valid_until or ''}\x1f{r.home_delivery}"
+    )
+    return (*r[:DETAILS_FROM], details)
+
+
+def _unpack(row: tuple[Any, ...]) -> BeneficiaryRecord:
+    (
+        full_name,
+        birth_date,
+        sex,
+        msisdn,
+        bank_bin,
+        account_number,
+        pay_point,
+        proxy_name,
+        proxy_national_id,
+        proxy_relation,
+        mandate_valid_until,
+        home_delivery,
+    ) = row[DETAILS_FROM].split(_SEPARATOR)
+    return BeneficiaryRecord._make(
+        (
+            *row[:DETAILS_FROM],
+            full_name,
+            birth_date or None,
+            sex,
+            msisdn or None,
+            bank_bin or None,
+            account_number or None,
+            pay_point or None,
+            proxy_name or None,
+            proxy_national_id or None,
+            proxy_relation or None,
+            mandate_valid_until or None,
+            int(home_delivery),
+        )
+    )
+
+
 _INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
 _LINE_COLUMNS: Final = LineRecord._fields
 
@@ -67,10 +117,7 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 
     CREATE TABLE beneficiaries (
         beneficiary_id TEXT NOT NULL UNIQUE,
-        full_name TEXT NOT NULL,
         national_id TEXT,
-        birth_date TEXT,
-        sex TEXT NOT NULL,
         province_code TEXT NOT NULL,
         district_code TEXT NOT NULL,
         commune_code TEXT NOT NULL,
@@ -82,21 +129,41 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         status TEXT NOT NULL,
         channel TEXT NOT NULL,
         provider TEXT NOT NULL,
-        msisdn TEXT,
-        bank_bin TEXT,
-        account_number TEXT,
-        pay_point TEXT,
-        proxy_name TEXT,
-        proxy_national_id TEXT,
-        proxy_relation TEXT,
-        mandate_valid_until TEXT,
-        home_delivery INTEGER NOT NULL,
+        -- full_name … home_delivery, joined by U+001F: one value to bind, (later) to encrypt
+        details TEXT NOT NULL,
         programme TEXT NOT NULL,
         version INTEGER NOT NULL,
-        import_id INTEGER NOT NULL
+        import_id INTEGER NOT NULL,   -- the import that last changed the row
+        created_in INTEGER NOT NULL,  -- the import that added it
+        seen_in INTEGER NOT NULL,     -- the last import that listed it
+        line INTEGER NOT NULL         -- its line in that import
     );
-    CREATE UNIQUE INDEX beneficiaries_by_national_id
+    -- Not unique: an import checks for shared national ids itself, so it can name every row.
+    CREATE INDEX beneficiaries_by_national_id
         ON beneficiaries (national_id) WHERE national_id IS NOT NULL;
+
+    CREATE TABLE import_problems (
+        import_id INTEGER NOT NULL,
+        line INTEGER NOT NULL,
+        column_name TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TRIGGER beneficiaries_listed_twice BEFORE UPDATE OF seen_in ON beneficiaries
+    WHEN old.seen_in = new.seen_in BEGIN
+        INSERT INTO import_problems VALUES
+            (new.seen_in, new.line, 'beneficiary_id', 'duplicate of line ' || old.line);
+    END;
+    CREATE TRIGGER beneficiaries_other_programme BEFORE UPDATE OF programme ON beneficiaries
+    WHEN old.programme != new.programme BEGIN
+        INSERT INTO import_problems VALUES
+            (new.seen_in, new.line, 'beneficiary_id',
+             'beneficiary is enrolled in programme ' || old.programme);
+    END;
+    CREATE TRIGGER beneficiaries_history BEFORE UPDATE ON beneficiaries
+    WHEN old.seen_in != new.seen_in AND old.version != new.version BEGIN
+        INSERT INTO beneficiary_history VALUES (old.beneficiary_id, old.version, new.seen_in,
+            json_array(@OLD_COLUMNS@));
+    END;
 
     CREATE TABLE beneficiary_history (
         beneficiary_id TEXT NOT NULL,
@@ -177,6 +244,19 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, one at a time (triggers hold ";" inside)."""
+    script = script.replace("@OLD_COLUMNS@", ", ".join(f"old.{c}" for c in _BENEFICIARY_COLUMNS))
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        raise StoreError(f"migration script ends in an incomplete statement: {buffer[:60]!r}")
+
+
 def _differs(new: str, old: str) -> str:
     """SQL: the row ``new`` differs from ``old`` in some roster column (NULL-safe)."""
     return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _BENEFICIARY_COLUMNS[1:]) + ")"
@@ -184,6 +264,46 @@ def _differs(new: str, old: str) -> str:
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _upsert_sql(import_id: int, table: str | None = None) -> str:
+    """INSERT … ON CONFLICT of roster rows: bound values (columns, line, programme), or the
+    rows of a staging ``table`` in line order (the programme bound)."""
+    columns = ", ".join(_BENEFICIARY_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
+    differs = _differs("excluded", "beneficiaries")
+    marks = f"1, {import_id}, {import_id}, {import_id}"
+    if table is None:
+        source = f"VALUES ({_placeholders(len(_BENEFICIARY_COLUMNS) + 2)}, {marks})"
+    else:  # "WHERE true" keeps SQLite from reading ON CONFLICT as a join's ON
+        source = f"SELECT {columns}, line, ?, {marks} FROM {table} WHERE true ORDER BY rowid"
+    return (
+        f"INSERT INTO beneficiaries ({columns}, line, programme, version, import_id, "
+        f"created_in, seen_in) {source} "
+        f"ON CONFLICT (beneficiary_id) DO UPDATE SET {updates}, programme = excluded.programme, "
+        f"version = beneficiaries.version + ({differs}), "
+        f"import_id = CASE WHEN {differs} THEN excluded.import_id "
+        "ELSE beneficiaries.import_id END, "
+        "seen_in = excluded.seen_in, line = excluded.line"
+    )
+
+
+def write_staging(path: Path, rows: Iterable[tuple[int, BeneficiaryRecord]]) -> int:
+    """Write checked roster rows to a throw-away SQLite file, for a parallel import."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute(f"CREATE TABLE staging ({', '.join(_BENEFICIARY_COLUMNS)}, line INTEGER)")
+        db.execute("BEGIN")
+        cursor = db.executemany(
+            f"INSERT INTO staging VALUES ({_placeholders(len(_BENEFICIARY_COLUMNS) + 1)})",
+            ((*_pack(record), line) for line, record in rows),
+        )
+        db.execute("COMMIT")
+        return cursor.rowcount
+    finally:
+        db.close()
 
 
 class SQLiteStore:
@@ -207,7 +327,6 @@ class SQLiteStore:
         db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA cache_size = -131072")  # 128 MiB page cache
-        db.execute("PRAGMA temp_store = MEMORY")
         self._migrate()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -219,10 +338,8 @@ class SQLiteStore:
             return
         with self.transaction():
             for number in range(version, SCHEMA_VERSION):
-                # Statements end with ";" at the end of a line (never inside a comment).
-                for statement in _MIGRATIONS[number].split(";\n"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in _statements(_MIGRATIONS[number]):
+                    self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @property
@@ -259,93 +376,92 @@ class SQLiteStore:
         self.close()
 
     # -- roster -----------------------------------------------------------------------------
-    def stage_roster(self, rows: Iterable[tuple[int, *tuple[object, ...]]]) -> None:
+    def upsert_roster(
+        self, programme: str, import_id: int, rows: Iterable[tuple[int, BeneficiaryRecord]]
+    ) -> int:
+        (before,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
+        self._db.executemany(
+            _upsert_sql(import_id),
+            ((*_pack(record), line, programme) for line, record in rows),
+        )
+        (after,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
+        return int(after - before)
+
+    @contextlib.contextmanager
+    def attached(self, paths: Sequence[Path]) -> Iterator[list[str]]:
+        """Attach staging files (see :func:`write_staging`) for :meth:`upsert_staged`."""
+        if self._depth:
+            raise StoreError("staging files must be attached outside a transaction")
+        names = []
+        try:
+            for number, path in enumerate(paths):
+                name = f"staged{number}"
+                self._db.execute("ATTACH DATABASE ? AS " + name, (str(path),))
+                names.append(name)
+            yield names
+        finally:
+            for name in names:
+                self._db.execute("DETACH DATABASE " + name)
+
+    def upsert_staged(self, programme: str, import_id: int, names: Sequence[str]) -> int:
+        """:meth:`upsert_roster` from attached staging files, in their order."""
+        (before,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
+        for name in names:
+            self._db.execute(_upsert_sql(import_id, f"{name}.staging"), (programme,))
+        (after,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
+        return int(after - before)
+
+    def roster_problems(self, import_id: int) -> Iterator[tuple[int, str, str]]:
         db = self._db
-        db.execute("DROP TABLE IF EXISTS temp.staging")
-        db.execute(
-            "CREATE TEMP TABLE staging (line INTEGER NOT NULL, "
-            + ", ".join(_BENEFICIARY_COLUMNS)
-            + ")"
-        )
-        insert = f"INSERT INTO temp.staging VALUES ({_placeholders(1 + len(_BENEFICIARY_COLUMNS))})"
-        db.executemany(insert, rows)
-        db.execute("CREATE INDEX temp.staging_id ON staging (beneficiary_id)")
-        db.execute("CREATE INDEX temp.staging_nid ON staging (national_id)")
-
-    def staged_duplicates(self) -> Iterator[tuple[str, int, int]]:
-        for column in ("beneficiary_id", "national_id"):
-            yield from self._db.execute(
-                f"SELECT '{column}', first.line, later.line FROM temp.staging AS later "
-                f"JOIN temp.staging AS first ON first.{column} = later.{column} "
-                f"AND first.line < later.line "
-                f"WHERE later.{column} IS NOT NULL AND NOT EXISTS ("
-                f"  SELECT 1 FROM temp.staging AS middle WHERE middle.{column} = later.{column} "
-                f"  AND middle.line < first.line) "
-                f"ORDER BY later.line"
-            )
-
-    def staged_conflicts(self, programme: str) -> Iterator[tuple[int, str, str]]:
-        yield from self._db.execute(
-            "SELECT s.line, 'national_id', "
-            "'national id already belongs to beneficiary ' || b.beneficiary_id "
-            "FROM temp.staging AS s JOIN beneficiaries AS b ON b.national_id = s.national_id "
-            "WHERE b.beneficiary_id != s.beneficiary_id ORDER BY s.line"
-        )
-        yield from self._db.execute(
-            "SELECT s.line, 'beneficiary_id', "
-            "'beneficiary is enrolled in programme ' || b.programme "
-            "FROM temp.staging AS s JOIN beneficiaries AS b USING (beneficiary_id) "
-            "WHERE b.programme != ? ORDER BY s.line",
-            (programme,),
-        )
-        if self._db.execute("SELECT 1 FROM areas LIMIT 1").fetchone():
-            yield from self._db.execute(
-                "SELECT s.line, 'commune_code', 'unknown commune ' || s.commune_code "
-                "FROM temp.staging AS s LEFT JOIN areas AS a USING (commune_code) "
-                "WHERE a.commune_code IS NULL ORDER BY s.line"
-            )
-            yield from self._db.execute(
-                "SELECT s.line, 'district_code', 'commune ' || s.commune_code || ' lies in "
-                "province ' || a.province_code || ', district ' || "
-                "CASE a.district_code WHEN '' THEN '(none)' ELSE a.district_code END "
-                "FROM temp.staging AS s JOIN areas AS a USING (commune_code) "
-                "WHERE a.province_code != s.province_code OR a.district_code != s.district_code "
-                "ORDER BY s.line"
-            )
-
-    def merge_staged(self, programme: str, import_id: int) -> ImportSummary:
-        db = self._db
-        (total,) = db.execute("SELECT count(*) FROM temp.staging").fetchone()
-        db.execute(
-            "INSERT INTO beneficiary_history "
-            "SELECT b.beneficiary_id, b.version, ?, json_array("
-            + ", ".join(f"b.{c}" for c in _BENEFICIARY_COLUMNS)
-            + f") FROM beneficiaries AS b JOIN temp.staging AS s USING (beneficiary_id) "
-            f"WHERE {_differs('s', 'b')}",
+        yield from db.execute(
+            "SELECT line, column_name, reason FROM import_problems WHERE import_id = ?",
             (import_id,),
         )
-        changed = db.execute("SELECT changes()").fetchone()[0]
-        # The national-id index is unique: clear the ids of rows about to change first, so a
-        # swap of two ids inside one file does not trip it half-way through.
-        db.execute(
-            "UPDATE beneficiaries SET national_id = NULL WHERE beneficiary_id IN ("
-            "SELECT b.beneficiary_id FROM beneficiaries AS b JOIN temp.staging AS s "
-            f"USING (beneficiary_id) WHERE {_differs('s', 'b')})"
-        )
-        columns = ", ".join(_BENEFICIARY_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
-        db.execute(
-            f"INSERT INTO beneficiaries ({columns}, programme, version, import_id) "
-            f"SELECT {columns}, ?, 1, ? FROM temp.staging ORDER BY beneficiary_id "
-            f"ON CONFLICT (beneficiary_id) DO UPDATE SET {updates}, "
-            "version = beneficiaries.version + 1, import_id = excluded.import_id "
-            f"WHERE {_differs('excluded', 'beneficiaries')}",
-            (programme, import_id),
-        )
-        touched = db.execute("SELECT changes()").fetchone()[0]
-        db.execute("DROP TABLE temp.staging")
-        added = touched - changed
-        return ImportSummary(added=added, changed=changed, unchanged=total - touched)
+        shared = [
+            national_id
+            for (national_id,) in db.execute(
+                "SELECT national_id FROM beneficiaries WHERE national_id IS NOT NULL "
+                "GROUP BY national_id HAVING count(*) > 1"
+            )
+        ]
+        for national_id in shared:
+            holders = db.execute(
+                "SELECT beneficiary_id, seen_in = ?, line FROM beneficiaries "
+                "WHERE national_id = ? ORDER BY seen_in = ?, line",
+                (import_id, national_id, import_id),
+            ).fetchall()
+            first_id, first_listed, first_line = holders[0]
+            for _, listed, line in holders[1:]:
+                if listed:
+                    yield (
+                        line,
+                        "national_id",
+                        f"duplicate of line {first_line}"
+                        if first_listed
+                        else f"national id already belongs to beneficiary {first_id}",
+                    )
+        if db.execute("SELECT 1 FROM areas LIMIT 1").fetchone():
+            yield from db.execute(
+                "SELECT b.line, 'commune_code', 'unknown commune ' || b.commune_code "
+                "FROM beneficiaries AS b LEFT JOIN areas AS a USING (commune_code) "
+                "WHERE b.seen_in = ? AND a.commune_code IS NULL",
+                (import_id,),
+            )
+            yield from db.execute(
+                "SELECT b.line, 'district_code', 'commune ' || b.commune_code || ' lies in "
+                "province ' || a.province_code || ', district ' || "
+                "CASE a.district_code WHEN '' THEN '(none)' ELSE a.district_code END "
+                "FROM beneficiaries AS b JOIN areas AS a USING (commune_code) "
+                "WHERE b.seen_in = ? AND (a.province_code != b.province_code "
+                "OR a.district_code != b.district_code)",
+                (import_id,),
+            )
+
+    def changed_in(self, import_id: int) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM beneficiary_history WHERE replaced_by_import = ?", (import_id,)
+        ).fetchone()
+        return int(count)
 
     def find_import(self, kind: str, sha256: str) -> ImportRecord | None:
         row = self._db.execute(
@@ -394,7 +510,7 @@ class SQLiteStore:
             f"SELECT {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries WHERE beneficiary_id = ?",
             (beneficiary_id,),
         ).fetchone()
-        return BeneficiaryRecord._make(row) if row else None
+        return _unpack(row) if row else None
 
     def beneficiaries(self, programme: str) -> Iterator[BeneficiaryRecord]:
         cursor = self._db.execute(
@@ -402,14 +518,13 @@ class SQLiteStore:
             "WHERE programme = ? ORDER BY beneficiary_id",
             (programme,),
         )
-        make = BeneficiaryRecord._make
         while batch := cursor.fetchmany(4096):
             for row in batch:
-                yield make(row)
+                yield _unpack(row)
 
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
         return [
-            (version, BeneficiaryRecord._make(json.loads(record)))
+            (version, _unpack(json.loads(record)))
             for version, record in self._db.execute(
                 "SELECT version, record FROM beneficiary_history WHERE beneficiary_id = ? "
                 "ORDER BY version",
@@ -472,12 +587,13 @@ class SQLiteStore:
         while batch := cursor.fetchmany(4096):
             for row in batch:
                 record = make(row)
-                yield record, [
-                    LineRecord(
-                        record.instruction_id, programme, record.beneficiary_id, *line
-                    )
-                    for line in loads(record.lines)
-                ]
+                yield (
+                    record,
+                    [
+                        LineRecord(record.instruction_id, programme, record.beneficiary_id, *line)
+                        for line in loads(record.lines)
+                    ],
+                )
 
     def beneficiary_instructions(
         self, programme: str, beneficiary_id: str
@@ -539,8 +655,9 @@ class SQLiteStore:
             f"UPDATE instructions SET {updates} WHERE instruction_id = ?",
             (*instruction, instruction.instruction_id),
         )
-        db.execute(_LINES_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?",
-                   (instruction.instruction_id,))
+        db.execute(
+            _LINES_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?", (instruction.instruction_id,)
+        )
 
     def set_state(
         self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "DETAILS_FROM",
     "AreaRecord",
     "BeneficiaryRecord",
     "CycleRecord",
@@ -27,13 +28,14 @@ __all__ = [
 
 
 class BeneficiaryRecord(NamedTuple):
-    """One beneficiary as stored: the roster row, normalised (periods as month ordinals)."""
+    """One beneficiary as stored: the roster row, normalised (periods as month ordinals).
+
+    The first fields are what the ledger selects and groups by; the rest (from ``full_name``
+    on) are the personal and payment details, which a store may keep together as one value.
+    """
 
     beneficiary_id: str
-    full_name: str
     national_id: str | None
-    birth_date: str | None
-    sex: str
     province_code: str
     district_code: str
     commune_code: str
@@ -45,6 +47,9 @@ class BeneficiaryRecord(NamedTuple):
     status: str
     channel: str
     provider: str
+    full_name: str
+    birth_date: str | None
+    sex: str
     msisdn: str | None
     bank_bin: str | None
     account_number: str | None
@@ -54,6 +59,10 @@ class BeneficiaryRecord(NamedTuple):
     proxy_relation: str | None
     mandate_valid_until: str | None
     home_delivery: int
+
+
+#: Where the details start in :class:`BeneficiaryRecord`.
+DETAILS_FROM = BeneficiaryRecord._fields.index("full_name")
 
 
 class AreaRecord(NamedTuple):
@@ -147,20 +156,23 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # -- roster -------------------------------------------------------------------------
-    def stage_roster(self, rows: Iterable[tuple[int, *tuple[object, ...]]]) -> None:
-        """Put (line, *record) rows into a staging area for checks before merging."""
+    def upsert_roster(
+        self, programme: str, import_id: int, rows: Iterable[tuple[int, BeneficiaryRecord]]
+    ) -> int:
+        """Add or update beneficiaries from (line, *record) rows; return how many were added.
+
+        A changed row keeps its earlier version in the history; an unchanged row is only marked
+        as listed by this import. Problems found on the way (a beneficiary listed twice, one
+        enrolled in another programme) are recorded for :meth:`roster_problems`.
+        """
         ...
 
-    def staged_duplicates(self) -> Iterator[tuple[str, int, int]]:
-        """(column, first line, duplicate line) for beneficiary_id and national_id repeats."""
+    def roster_problems(self, import_id: int) -> Iterator[tuple[int, str, str]]:
+        """(line, column, reason) for every problem of the import that only the ledger sees."""
         ...
 
-    def staged_conflicts(self, programme: str) -> Iterator[tuple[int, str, str]]:
-        """(line, column, reason) for staged rows that clash with the ledger."""
-        ...
-
-    def merge_staged(self, programme: str, import_id: int) -> ImportSummary:
-        """Apply staged rows: add new, update changed (keeping history), skip unchanged."""
+    def changed_in(self, import_id: int) -> int:
+        """How many beneficiaries the import changed."""
         ...
 
     def find_import(self, kind: str, sha256: str) -> ImportRecord | None: ...
