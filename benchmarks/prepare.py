@@ -55,6 +55,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=100_000, help="beneficiaries (default 100,000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes for import and prepare (2)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
@@ -67,10 +70,10 @@ def main() -> int:
 
         with Ledger.open(work / "ledger.db") as ledger:
             started = time.perf_counter()
-            imported = ledger.import_roster(roster)
+            imported = ledger.import_roster(roster, workers=args.workers)
             import_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            prepared = ledger.prepare("2021-09")
+            prepared = ledger.prepare("2021-09", workers=args.workers)
             prepare_seconds = time.perf_counter() - started
         size = sum(p.stat().st_size for p in work.glob("ledger.db*"))
 
@@ -85,7 +88,10 @@ def main() -> int:
     print(f"floor: executemany      {floor_seconds:>12.2f} s  {n / floor_seconds:>12,.0f} rows/s")
     print(f"prepare / floor         {prepare_seconds / floor_seconds:>12.2f} x   (target <= 4)")
     print(f"ledger size             {size / 2**20:>12.1f} MiB")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"workers                 {args.workers:>12}")
     print(f"peak RSS                {peak_rss_mb():>12.1f} MB    (target < 400)")
+    print(f"peak RSS of a worker    {children:>12.1f} MB")
     return 0
 
 

@@ -125,6 +125,17 @@ def live_instruction(ledger: Ledger, period: str, beneficiary_id: str) -> Instru
     return found[0]
 
 
+def instruction_of(ledger: Ledger, period: str, beneficiary_id: str) -> InstructionRecord:
+    """The beneficiary's latest instruction of the cycle (highest seq), whatever its state."""
+    found = [
+        record
+        for record, _ in ledger.instructions(period)
+        if record.beneficiary_id == beneficiary_id
+    ]
+    assert found, f"no instruction for {beneficiary_id} in {period}"
+    return found[-1]
+
+
 def lines_of(ledger: Ledger, period: str) -> dict[str, list[tuple[str, str, int]]]:
     """beneficiary_id → [(month YYYY-MM, kind, amount)] of its not-cancelled instruction."""
     result: dict[str, list[tuple[str, str, int]]] = {}
@@ -181,7 +192,7 @@ def events_count(ledger: Ledger) -> int:
     return sum(1 for _ in ledger.store.events())
 
 
-# -- fixtures ------------------------------------------------------------------------------------
+# -- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened = open_ledger(tmp_path)

@@ -48,7 +48,7 @@ EXPECTED_MOVES = {
 }
 
 
-# -- the table -----------------------------------------------------------------------------------
+# -- the table ------------------------------------------------------------------------------------
 def test_the_table_covers_every_state() -> None:
     assert set(TRANSITIONS) == set(ALL_STATES)
     for targets in TRANSITIONS.values():
@@ -108,6 +108,13 @@ def test_backward_and_skipping_moves_are_refused(
         check_transition("I1", source, target)
 
 
+@pytest.mark.parametrize(("source", "target"), [("PAID", "READY"), ("BOGUS", "READY")])
+def test_states_given_as_text_are_refused_with_invalid_transition(source: str, target: str) -> None:
+    """States read back from the ledger are text; a bad one is an InvalidTransition too."""
+    with pytest.raises(InvalidTransition):
+        check_transition("I1", source, target)  # type: ignore[arg-type]
+
+
 def test_final_states_have_no_exits() -> None:
     assert {S.FAILED, S.RETURNED, S.UNCLAIMED, S.CANCELLED} == FINAL_STATES
     for state in FINAL_STATES:
@@ -131,7 +138,7 @@ def test_states_are_their_names() -> None:
         assert S(state.name) is state
 
 
-# -- events ------------------------------------------------------------------------------------------
+# -- events ---------------------------------------------------------------------------------------
 def _events(ledger: Ledger, instruction_id: str) -> list[tuple[str, str | None, str | None]]:
     return [
         (event.kind, event.from_state, event.to_state)

@@ -13,7 +13,7 @@ from sap_payments import CurrencyMismatch, InvalidInput, Money, SapPaymentsError
 from sap_payments.money import MINOR_UNITS, round_half_up
 
 
-# -- construction ------------------------------------------------------------------------------
+# -- construction ---------------------------------------------------------------------------------
 def test_money_holds_integer_minor_units_and_a_currency() -> None:
     amount = Money(360_000, "VND")
     assert amount.minor == 360_000
@@ -57,7 +57,7 @@ def test_money_is_immutable() -> None:
         amount.minor = 2  # type: ignore[misc]
 
 
-# -- arithmetic --------------------------------------------------------------------------------
+# -- arithmetic -----------------------------------------------------------------------------------
 def test_adding_and_subtracting_the_same_currency() -> None:
     assert Money.vnd(360_000) + Money.vnd(140_000) == Money.vnd(500_000)
     assert Money.vnd(360_000) - Money.vnd(500_000) == Money.vnd(-140_000)
@@ -114,7 +114,7 @@ def test_total_sums_one_currency_and_an_empty_total_is_zero() -> None:
         Money.total([Money.vnd(1)], "USD")
 
 
-# -- multiplication: exact factors only, half-up ---------------------------------------------------
+# -- multiplication: exact factors only, half-up --------------------------------------------------
 def test_times_a_decimal_coefficient() -> None:
     assert Money.vnd(360_000).times(Decimal("1.25")) == Money.vnd(450_000)
     assert Money.vnd(270_000).times(Decimal("1.5")) == Money.vnd(405_000)
@@ -145,6 +145,23 @@ def test_times_refuses_floats_and_bools(factor: object) -> None:
         Money.vnd(360_000).times(factor)  # type: ignore[arg-type]
 
 
+def test_times_rounds_once_whatever_the_factor_s_digits() -> None:
+    """0.49999… (29 digits) is below a half: no half-even rounding to 28 digits first."""
+    assert Money.vnd(1).times(Decimal("0." + "4" + "9" * 28)) == Money.vnd(0)
+
+
+def test_times_is_exact_for_large_amounts() -> None:
+    """Products past 28 significant digits are not cut short before rounding."""
+    assert Money.vnd(10**28 + 1).times(Decimal("0.5")) == Money.vnd(5 * 10**27 + 1)
+
+
+@pytest.mark.parametrize("other", [1, 1.0, Decimal(1)])
+def test_comparing_with_a_plain_number_is_a_type_error(other: object) -> None:
+    """Like __add__, the comparisons give way (NotImplemented) to a non-Money operand."""
+    with pytest.raises(TypeError):
+        Money.vnd(1) < other  # type: ignore[operator]  # noqa: B015
+
+
 def test_round_half_up() -> None:
     assert round_half_up(Decimal("135000.5")) == 135_001
     assert round_half_up(Decimal("2.5")) == 3
@@ -164,7 +181,7 @@ def test_times_equals_exact_integer_half_up(minor: int, scaled: int) -> None:
     assert Money.vnd(minor).times(factor) == Money.vnd(expected)
 
 
-# -- text ------------------------------------------------------------------------------------------
+# -- text -----------------------------------------------------------------------------------------
 def test_str_shows_the_currency_decimals() -> None:
     assert str(Money.vnd(1_250_000)) == "1,250,000 VND"
     assert str(Money(150, "USD")) == "1.50 USD"

@@ -62,9 +62,7 @@ def test_first_day_and_containing() -> None:
 def test_through_is_inclusive_and_empty_when_last_is_earlier() -> None:
     months = [str(m) for m in Period.parse("2021-11").through(Period.parse("2022-01"))]
     assert months == ["2021-11", "2021-12", "2022-01"]
-    assert [str(m) for m in Period.parse("2021-11").through(Period.parse("2021-11"))] == [
-        "2021-11"
-    ]
+    assert [str(m) for m in Period.parse("2021-11").through(Period.parse("2021-11"))] == ["2021-11"]
     assert list(Period.parse("2021-11").through(Period.parse("2021-10"))) == []
 
 

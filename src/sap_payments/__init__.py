@@ -13,7 +13,8 @@ detail that may change. Start with :class:`Ledger`::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from sap_payments.areas import Area
 from sap_payments.beneficiaries import (
@@ -78,8 +79,8 @@ from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import Store
 
 try:
-    __version__ = version("sap-payments")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
+    __version__ = _version("sap-payments")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
     __version__ = "0+unknown"
 
 __all__ = [

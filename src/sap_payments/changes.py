@@ -74,10 +74,17 @@ def _pick(pairs: list[_Pair]) -> _Pair | None:
     return None
 
 
-def _held(pairs: list[_Pair]) -> _Pair | None:
-    for pair in reversed(pairs):
-        if pair[0].held_reason:
-            return pair
+def _held(store: Store, pairs: list[_Pair]) -> _Pair | None:
+    """The beneficiary's held instruction in the cycle: HELD still, or cancelled for its hold
+    when the cycle was approved (an approver's cancellation); not one cancelled because the
+    beneficiary was no longer due when the cycle was prepared again."""
+    record = pairs[-1][0]
+    if record.state == InstructionState.HELD:
+        return pairs[-1]
+    if record.state == InstructionState.CANCELLED and record.held_reason:
+        for _, event in store.events(record.instruction_id):
+            if event.to_state == InstructionState.CANCELLED and event.actor is not None:
+                return pairs[-1]
     return None
 
 
@@ -197,7 +204,11 @@ def change_report(
             key, old_pairs, new_pairs = new[0], old[1], new[1]
             old, new = next(old_groups, None), next(new_groups, None)
         before, after = _pick(old_pairs), _pick(new_pairs)
-        held = _held(new_pairs) if after is None or after[0].held_reason else None
+        held = (
+            _held(store, new_pairs)
+            if new_pairs and (after is None or after[0].held_reason)
+            else None
+        )
         if held is not None:
             record = held[0]
             changes.append(

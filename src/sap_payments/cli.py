@@ -7,6 +7,8 @@ Every command exits 0 on success and non-zero on any error, with a one-line caus
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import traceback
@@ -316,6 +318,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; nothing half-done was kept\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`… | head`): stop quietly, as other command-line tools do.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if debug:
             traceback.print_exc()

@@ -58,9 +58,11 @@ class Config:
     def load(cls, path: str | os.PathLike[str]) -> Config:
         source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text: {exc.reason}", source=source) from None
         return cls.loads(text, source=source)
 
     @classmethod
@@ -73,7 +75,7 @@ class Config:
         if unknown:
             raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
         currency = data.get("currency", "VND")
-        if currency not in MINOR_UNITS:
+        if not isinstance(currency, str) or currency not in MINOR_UNITS:
             raise ConfigError(f"unknown currency {currency!r}", source=source, key="currency")
         programme = data.get("programme", DEFAULT_PROGRAMME)
         if not isinstance(programme, str) or not programme:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
+import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Final, TypeVar
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
 
 import attrs
 
+from sap_payments._workers import count_progress, worker_pool
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.entitlements import due_months
 from sap_payments.errors import CycleNotFound, CycleStateError, InvalidInput
@@ -28,7 +33,8 @@ from sap_payments.instructions import (
 )
 from sap_payments.money import Money
 from sap_payments.periods import Period
-from sap_payments.rules import RuleSet
+from sap_payments.rules import RuleSet, canonical_coefficient
+from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import (
     BeneficiaryRecord,
     CycleRecord,
@@ -165,6 +171,10 @@ def _check_order(store: Store, programme: str, period: Period) -> CycleRecord | 
     return existing
 
 
+#: Below this many beneficiaries ``prepare`` stays in one process even when given workers.
+PARALLEL_MIN_BENEFICIARIES: Final = 50_000
+
+
 def prepare(
     store: Store,
     period: Period | str,
@@ -172,19 +182,35 @@ def prepare(
     rules: RuleSet,
     programme: str = DEFAULT_PROGRAMME,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> PrepareResult:
     """Compute the cycle's instructions; again and again until it is approved.
+
+    Args:
+        workers: processes that compute slices of a large payroll in parallel (SQLite ledger,
+            at least ``PARALLEL_MIN_BENEFICIARIES`` beneficiaries); 1 computes in this process.
 
     Raises:
         CycleStateError: the cycle is approved, an earlier one is not, or a later one exists.
     """
     if isinstance(period, str):
         period = Period.parse(period)
+    parallel = (
+        workers > 1
+        and isinstance(store, SQLiteStore)
+        and store.count_beneficiaries(programme) >= PARALLEL_MIN_BENEFICIARIES
+    )
+    names = store.scratch(workers) if parallel else []  # type: ignore[attr-defined]
     with store.transaction():
         existing_cycle = _check_order(store, programme, period)
-        run = _Preparation(store, rules, programme, period)
-        run.run(progress)
-        result = run.result()
+        at = _now()
+        if parallel:
+            assert isinstance(store, SQLiteStore)
+            result = _prepare_parallel(store, names, rules, programme, period, at, progress)
+        else:
+            run = _Preparation(store, rules, programme, period, _DirectSink(store, at))
+            run.run(progress)
+            result = run.partial().result(programme, period, rules.currency)
         if existing_cycle is not None and not (
             result.created or result.revised or result.cancelled
         ):
@@ -195,7 +221,7 @@ def prepare(
                 period.ordinal,
                 PREPARED,
                 rules.fingerprint(),
-                run.at,
+                at,
                 None,
                 None,
                 result.count,
@@ -206,7 +232,7 @@ def prepare(
         store.append_events(
             [
                 EventRecord(
-                    run.at,
+                    at,
                     "cycle.prepared",
                     None,
                     None,
@@ -222,27 +248,273 @@ def prepare(
     return result
 
 
+@attrs.define
+class _Partial:
+    """What one run over (a slice of) the beneficiaries computed: counts and control totals."""
+
+    counts: dict[str, int] = attrs.field(
+        factory=lambda: dict.fromkeys(("created", "revised", "cancelled", "unchanged"), 0)
+    )
+    by_provider: dict[str, list[int]] = attrs.field(factory=dict)
+    by_commune: dict[str, list[int]] = attrs.field(factory=dict)
+    count: int = 0
+    total: int = 0
+    held: int = 0
+
+    def tally(self, provider: str, commune: str, amount: int, held: bool) -> None:
+        self.count += 1
+        self.total += amount
+        self.held += held
+        for table, key in ((self.by_provider, provider), (self.by_commune, commune)):
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = [0, 0]
+            entry[0] += 1
+            entry[1] += amount
+
+    def merge(self, other: _Partial) -> None:
+        for key, value in other.counts.items():
+            self.counts[key] += value
+        for mine, theirs in (
+            (self.by_provider, other.by_provider),
+            (self.by_commune, other.by_commune),
+        ):
+            for key, (count, amount) in theirs.items():
+                entry = mine.setdefault(key, [0, 0])
+                entry[0] += count
+                entry[1] += amount
+        self.count += other.count
+        self.total += other.total
+        self.held += other.held
+
+    def result(self, programme: str, period: Period, currency: str) -> PrepareResult:
+        def totals(table: dict[str, list[int]]) -> dict[str, ControlTotal]:
+            return {
+                key: ControlTotal(count, Money(amount, currency))
+                for key, (count, amount) in sorted(table.items())
+            }
+
+        return PrepareResult(
+            programme,
+            period,
+            self.counts["created"],
+            self.counts["revised"],
+            self.counts["cancelled"],
+            self.counts["unchanged"],
+            self.held,
+            self.count,
+            Money(self.total, currency),
+            totals(self.by_provider),
+            totals(self.by_commune),
+        )
+
+
+class _Sink(Protocol):
+    """Where a preparation run puts what it decided."""
+
+    def add(self, instruction: InstructionRecord) -> None: ...
+
+    def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None: ...
+
+    def cancel(self, live: InstructionRecord, reason: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class _DirectSink:
+    """Straight into the ledger, inside the caller's transaction."""
+
+    def __init__(self, store: Store, at: str) -> None:
+        self.store = store
+        self.at = at
+        self.batch: list[InstructionRecord] = []
+
+    def add(self, instruction: InstructionRecord) -> None:
+        self.batch.append(instruction)
+        if len(self.batch) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.insert_instructions(self.batch, self.at)
+        self.batch.clear()
+
+    def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
+        before, after = S(live.state), S(instruction.state)
+        if before != after:
+            check_transition(instruction.instruction_id, before, after)
+        self.store.replace_instruction(instruction)
+        detail = f"amount {live.amount} -> {instruction.amount}"
+        if instruction.address != live.address:
+            detail += f"; channel {live.channel} -> {instruction.channel}"
+        if instruction.held_reason:
+            detail += f"; held: {instruction.held_reason}"
+        self.store.append_events(
+            [
+                EventRecord(
+                    self.at,
+                    "instruction.revised",
+                    instruction.instruction_id,
+                    before,
+                    after,
+                    None,
+                    detail,
+                )
+            ]
+        )
+
+    def cancel(self, live: InstructionRecord, reason: str) -> None:
+        check_transition(live.instruction_id, S(live.state), S.CANCELLED)
+        self.store.set_state([live.instruction_id], S.CANCELLED, release_lines=True)
+        self.store.append_events(
+            [
+                EventRecord(
+                    self.at,
+                    "instruction.cancelled",
+                    live.instruction_id,
+                    live.state,
+                    S.CANCELLED,
+                    None,
+                    reason,
+                )
+            ]
+        )
+
+
+class _ScratchSink:
+    """Into a worker's scratch file, for the parent to apply (see ``_apply_scratch``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        columns = ", ".join(InstructionRecord._fields)
+        for table, schema in (
+            ("new", columns),
+            ("revised", "live TEXT, instruction TEXT"),
+            ("cancelled", "live TEXT, reason TEXT"),
+        ):
+            self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            self.db.execute(f"CREATE TABLE {table} ({schema})")
+        self.db.execute("BEGIN")
+        self.insert = f"INSERT INTO new VALUES ({', '.join('?' * len(InstructionRecord._fields))})"
+        self.batch: list[InstructionRecord] = []
+
+    def add(self, instruction: InstructionRecord) -> None:
+        self.batch.append(instruction)
+        if len(self.batch) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.db.executemany(self.insert, self.batch)
+        self.batch.clear()
+
+    def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
+        self.db.execute(
+            "INSERT INTO revised VALUES (?, ?)", (json.dumps(live), json.dumps(instruction))
+        )
+
+    def cancel(self, live: InstructionRecord, reason: str) -> None:
+        self.db.execute("INSERT INTO cancelled VALUES (?, ?)", (json.dumps(live), reason))
+
+    def close(self) -> None:
+        self.flush()
+        self.db.execute("COMMIT")
+        self.db.close()
+
+
+def _prepare_range(
+    ledger: Path,
+    scratch: Path,
+    rules: RuleSet,
+    programme: str,
+    period: int,
+    start: str | None,
+    stop: str | None,
+) -> _Partial:
+    """In a worker: prepare the beneficiaries in [start, stop) into a scratch file."""
+    store = SQLiteStore(ledger, readonly=True)
+    sink = _ScratchSink(scratch)
+    try:
+        run = _Preparation(store, rules, programme, Period(period), sink)
+        run.run(count_progress, start, stop, progress_step=True)
+    finally:
+        sink.close()
+        store.close()
+    return run.partial()
+
+
+def _prepare_parallel(
+    store: SQLiteStore,
+    names: list[str],
+    rules: RuleSet,
+    programme: str,
+    period: Period,
+    at: str,
+    progress: Callable[[int], None] | None,
+) -> PrepareResult:
+    points = store.split_points(programme, len(names))
+    bounds: list[str | None] = [None, *points, None]
+    ranges = list(itertools.pairwise(bounds))
+    with worker_pool(len(ranges)) as pool:
+        partials: list[_Partial] = pool.run(
+            [
+                (
+                    _prepare_range,
+                    (
+                        store.path,
+                        store.scratch_paths[n],
+                        rules,
+                        programme,
+                        period.ordinal,
+                        start,
+                        stop,
+                    ),
+                )
+                for n, (start, stop) in enumerate(ranges)
+            ],
+            progress,
+        )
+    total = _Partial()
+    direct = _DirectSink(store, at)
+    for name, partial in zip(names, partials, strict=False):
+        total.merge(partial)
+        store.insert_instructions_from(f"{name}.new", at)
+        for live, instruction in store.query(f"SELECT live, instruction FROM {name}.revised"):
+            direct.revise(
+                InstructionRecord(*json.loads(str(live))),
+                InstructionRecord(*json.loads(str(instruction))),
+            )
+        for live, reason in store.query(f"SELECT live, reason FROM {name}.cancelled"):
+            direct.cancel(InstructionRecord(*json.loads(str(live))), str(reason))
+    return total.result(programme, period, rules.currency)
+
+
 class _Preparation:
     """One run of ``prepare``: a merge of three streams ordered by beneficiary_id.
 
     The beneficiaries, the months live instructions of other cycles already carry, and this
     cycle's existing instructions (when it is prepared again) are read side by side, so memory
-    stays flat whatever the size of the roster.
+    stays flat whatever the size of the roster. What it decides goes to a sink: straight into
+    the ledger, or into a worker's scratch file.
     """
 
-    def __init__(self, store: Store, rules: RuleSet, programme: str, period: Period) -> None:
+    def __init__(
+        self, store: Store, rules: RuleSet, programme: str, period: Period, sink: _Sink
+    ) -> None:
         self.store = store
         self.rules = rules
         self.programme = programme
         self.period = period
-        self.at = _now()
-        self.counts = dict.fromkeys(("created", "revised", "cancelled", "unchanged"), 0)
-        self.by_provider: dict[str, list[int]] = {}
-        self.by_commune: dict[str, list[int]] = {}
-        self.count = self.total = self.held = 0
+        self.sink = sink
+        self._partial = _Partial()
         self._amounts: dict[tuple[int, str], int] = {}
-        self._coefficients = {code: str(c.coefficient) for code, c in rules.categories.items()}
+        self._coefficients = {
+            code: canonical_coefficient(c.coefficient) for code, c in rules.categories.items()
+        }
         self._id_prefix = f"{period.year:04d}{period.month:02d}-"
+
+    def partial(self) -> _Partial:
+        return self._partial
 
     def amount(self, month: int, coefficient: str) -> int:
         key = (month, coefficient)
@@ -252,47 +524,42 @@ class _Preparation:
             self._amounts[key] = value
         return value
 
-    def _tally(self, provider: str, commune: str, amount: int, held: bool) -> None:
-        self.count += 1
-        self.total += amount
-        self.held += held
-        entry = self.by_provider.get(provider)
-        if entry is None:
-            entry = self.by_provider[provider] = [0, 0]
-        entry[0] += 1
-        entry[1] += amount
-        entry = self.by_commune.get(commune)
-        if entry is None:
-            entry = self.by_commune[commune] = [0, 0]
-        entry[0] += 1
-        entry[1] += amount
+    def run(
+        self,
+        progress: Callable[[int], None] | None,
+        start: str | None = None,
+        stop: str | None = None,
+        *,
+        progress_step: bool = False,
+    ) -> None:
+        """Prepare the beneficiaries in [start, stop) (all by default).
 
-    def run(self, progress: Callable[[int], None] | None) -> None:
-        store, programme = self.store, self.programme
+        ``progress`` gets the running count, or with ``progress_step`` each 10,000 done.
+        """
+        store, programme, sink = self.store, self.programme, self.sink
         cycle = self.period.ordinal
         first_day = self.period.first_day.isoformat()
         currency = self.rules.currency
-        counts = self.counts
+        counts = self._partial.counts
         coefficients = self._coefficients
         amount_of = self.amount
-        tally = self._tally
+        tally = self._partial.tally
         id_prefix = self._id_prefix
         regular, arrears = LineKind.REGULAR.value, LineKind.ARREARS.value
         created_state, held_state = S.CREATED.value, S.HELD.value
         check_transition("(new)", S.CREATED, S.HELD)  # the move insert_instructions records
-        taken = _group(store.live_months(programme, cycle))
+        taken = _group(store.live_months(programme, cycle, start, stop))
         existing = _group(
             (record.beneficiary_id, record)
-            for record, _ in store.cycle_instructions(programme, cycle)
+            for record, _ in store.cycle_instructions(programme, cycle, start=start, stop=stop)
         )
         next_taken = next(taken, None)
         next_existing = next(existing, None)
-        batch: list[InstructionRecord] = []
         seen = 0
-        for record in store.beneficiaries(programme):
+        for record in store.beneficiaries(programme, start, stop):
             seen += 1
             if progress is not None and not seen % 10_000:
-                progress(seen)
+                progress(10_000 if progress_step else seen)
             beneficiary_id = record.beneficiary_id
             months_taken: list[int] | None = None
             while next_taken is not None and next_taken[0] <= beneficiary_id:
@@ -319,7 +586,7 @@ class _Preparation:
                     live = candidate
             if not months:
                 if live is not None:
-                    _cancel(store, live, self.at, "no longer due when the cycle was re-prepared")
+                    sink.cancel(live, "no longer due when the cycle was re-prepared")
                     counts["cancelled"] += 1
                 continue
 
@@ -381,88 +648,20 @@ class _Preparation:
                 if live == instruction:
                     counts["unchanged"] += 1
                 else:
-                    self._revise(live, instruction)
+                    sink.revise(live, instruction)
+                    counts["revised"] += 1
                 continue
-            batch.append(instruction)
+            sink.add(instruction)
             counts["created"] += 1
-            if len(batch) >= _BATCH:
-                store.insert_instructions(batch, self.at)
-                batch.clear()
-        store.insert_instructions(batch, self.at)
-        if progress is not None:
+        sink.flush()
+        if progress is not None and not progress_step:
             progress(seen)
-
-    def _revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
-        before, after = S(live.state), S(instruction.state)
-        if before != after:
-            check_transition(instruction.instruction_id, before, after)
-        self.store.replace_instruction(instruction)
-        detail = f"amount {live.amount} -> {instruction.amount}"
-        if instruction.address != live.address:
-            detail += f"; channel {live.channel} -> {instruction.channel}"
-        if instruction.held_reason:
-            detail += f"; held: {instruction.held_reason}"
-        self.store.append_events(
-            [
-                EventRecord(
-                    self.at,
-                    "instruction.revised",
-                    instruction.instruction_id,
-                    before,
-                    after,
-                    None,
-                    detail,
-                )
-            ]
-        )
-        self.counts["revised"] += 1
-
-    def result(self) -> PrepareResult:
-        currency = self.rules.currency
-
-        def totals(table: dict[str, list[int]]) -> dict[str, ControlTotal]:
-            return {
-                key: ControlTotal(count, Money(amount, currency))
-                for key, (count, amount) in sorted(table.items())
-            }
-
-        return PrepareResult(
-            self.programme,
-            self.period,
-            self.counts["created"],
-            self.counts["revised"],
-            self.counts["cancelled"],
-            self.counts["unchanged"],
-            self.held,
-            self.count,
-            Money(self.total, currency),
-            totals(self.by_provider),
-            totals(self.by_commune),
-        )
 
 
 def _digest_id(programme: str, period: Period, beneficiary_id: str, seq: int) -> str:
     """80 bits of SHA-256 over what identifies the instruction, as 20 upper-case hex digits."""
     text = f"{programme}\x1f{period.ordinal}\x1f{beneficiary_id}\x1f{seq}"
     return hashlib.sha256(text.encode()).hexdigest()[:20].upper()
-
-
-def _cancel(store: Store, record: InstructionRecord, at: str, reason: str) -> None:
-    check_transition(record.instruction_id, S(record.state), S.CANCELLED)
-    store.set_state([record.instruction_id], S.CANCELLED, release_lines=True)
-    store.append_events(
-        [
-            EventRecord(
-                at,
-                "instruction.cancelled",
-                record.instruction_id,
-                record.state,
-                S.CANCELLED,
-                None,
-                reason,
-            )
-        ]
-    )
 
 
 def approve(

@@ -122,19 +122,22 @@ class RowProblem:
 class InvalidRoster(InvalidInput):
     """A roster file with invalid rows. Nothing from the file was applied.
 
-    ``problems`` lists every problem found (not only the first), in file order.
+    ``problems`` lists the problems found, in file order: all of them, up to a cap the importer
+    sets so that a file of a million bad rows cannot exhaust memory; ``total`` counts them all.
     """
 
-    #: How many problems the message itself lists; the attribute always has them all.
+    #: How many problems the message itself lists.
     SHOWN = 20
 
-    def __init__(self, source: str, problems: Sequence[RowProblem]) -> None:
+    def __init__(
+        self, source: str, problems: Sequence[RowProblem], *, total: int | None = None
+    ) -> None:
         self.source = source
         self.problems: tuple[RowProblem, ...] = tuple(problems)
+        count = self.total = max(total or 0, len(self.problems))
         shown = "\n".join(f"  {p}" for p in self.problems[: self.SHOWN])
-        more = len(self.problems) - self.SHOWN
+        more = count - min(len(self.problems), self.SHOWN)
         tail = f"\n  … and {more} more" if more > 0 else ""
-        count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"{source}: {count} {noun}; nothing was imported\n{shown}{tail}")
 

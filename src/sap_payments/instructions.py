@@ -89,11 +89,21 @@ OPEN_STATES: Final = frozenset({S.CREATED, S.HELD, S.READY, S.SUBMITTED, S.ACCEP
 
 
 def check_transition(
-    instruction_id: str, from_state: InstructionState, to_state: InstructionState
+    instruction_id: str, from_state: InstructionState | str, to_state: InstructionState | str
 ) -> None:
-    """Raise :class:`~sap_payments.errors.InvalidTransition` unless the table allows the move."""
-    if to_state not in TRANSITIONS[from_state]:
-        raise InvalidTransition(instruction_id, from_state.value, to_state.value)
+    """Raise :class:`~sap_payments.errors.InvalidTransition` unless the table allows the move.
+
+    States may be given as members or as their text (as the ledger stores them); an unknown
+    state is refused like a forbidden move.
+    """
+    try:
+        allowed = to_state in TRANSITIONS[InstructionState(from_state)] and bool(
+            InstructionState(to_state)
+        )
+    except ValueError:
+        allowed = False
+    if not allowed:
+        raise InvalidTransition(instruction_id, str(from_state), str(to_state))
 
 
 @attrs.frozen

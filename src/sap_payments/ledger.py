@@ -91,14 +91,21 @@ class Ledger:
         return import_areas(self.store, path)
 
     def prepare(
-        self, period: Period | str, *, programme: str | None = None, progress: Progress = None
+        self,
+        period: Period | str,
+        *,
+        programme: str | None = None,
+        progress: Progress = None,
+        workers: int = 1,
     ) -> PrepareResult:
+        """Prepare a cycle (see :func:`sap_payments.cycles.prepare`)."""
         return prepare(
             self.store,
             period,
             rules=self.rules,
             programme=programme or self.config.programme,
             progress=progress,
+            workers=workers,
         )
 
     def approve(

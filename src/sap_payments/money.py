@@ -10,7 +10,7 @@ Money(minor=500000, currency='VND')
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Final
 
 import attrs
@@ -49,7 +49,9 @@ def round_half_up(value: Decimal) -> int:
     >>> round_half_up(Decimal("135000.5")), round_half_up(Decimal("2.49"))
     (135001, 2)
     """
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    with localcontext() as context:
+        context.prec = max(28, value.adjusted() + 2)
+        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @attrs.frozen(order=False)
@@ -88,18 +90,26 @@ class Money:
         return Money(-self.minor, self.currency)
 
     def __lt__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         self._same(other)
         return self.minor < other.minor
 
     def __le__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         self._same(other)
         return self.minor <= other.minor
 
     def __gt__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         self._same(other)
         return self.minor > other.minor
 
     def __ge__(self, other: Money) -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         self._same(other)
         return self.minor >= other.minor
 
@@ -110,7 +120,13 @@ class Money:
         """Multiply by an exact factor, rounding half-up to a whole minor unit."""
         if isinstance(factor, float | bool):
             raise TypeError("Money can only be multiplied by an int or a Decimal")
-        return Money(round_half_up(Decimal(self.minor) * factor), self.currency)
+        # The product of two decimals is exact when the precision holds all their digits: round
+        # once, half-up, never first to the context's 28 digits.
+        factor = Decimal(factor)
+        with localcontext() as context:
+            context.prec = len(str(abs(self.minor))) + len(factor.as_tuple().digits) + 2
+            product = Decimal(self.minor) * factor
+        return Money(round_half_up(product), self.currency)
 
     @property
     def decimals(self) -> int:

@@ -17,10 +17,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import BinaryIO, Final
 
 import attrs
 
+from sap_payments._workers import count_progress, worker_pool
 from sap_payments.errors import InvalidRoster, RowProblem
 from sap_payments.rules import RuleSet, canonical_coefficient
 from sap_payments.sqlite_store import SQLiteStore, write_staging
@@ -146,39 +147,65 @@ def read_table(path: str | os.PathLike[str]) -> tuple[list[str], Iterator[tuple[
     return _read_csv(source)
 
 
+class _Undecodable(ValueError):
+    """A line that is not UTF-8 text (raised from inside the CSV reader's input)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+def _text_lines(handle: BinaryIO, first_line: int, limit: int | None = None) -> Iterator[str]:
+    """Decode a binary file line by line, so a bad byte is blamed on the line that holds it.
+
+    Stops after ``limit`` bytes when given (a slice of the file, ending at a line end).
+    """
+    line = first_line
+    remaining = limit
+    for raw in handle:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Undecodable(line, f"not UTF-8 text: {exc.reason}") from None
+        line += 1
+        if remaining is not None:
+            remaining -= len(raw)
+            if remaining <= 0:
+                return
+
+
 def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    handle = path.open("r", encoding="utf-8-sig", newline="")
-    reader = csv.reader(handle)
+    handle = path.open("rb")
+    source = str(path)
+    first = handle.readline()
     try:
-        header = next(reader, None)
+        header_text = first.decode("utf-8-sig")
+        header = next(csv.reader([header_text]), None)
     except UnicodeDecodeError as exc:
         handle.close()
         raise InvalidRoster(
-            str(path), [RowProblem(1, "(file)", f"not UTF-8 text: {exc.reason}")]
+            source, [RowProblem(1, "(file)", f"not UTF-8 text: {exc.reason}")]
         ) from None
     except csv.Error as exc:
         handle.close()
-        raise InvalidRoster(
-            str(path), [RowProblem(1, "(file)", f"not a CSV file: {exc}")]
-        ) from None
-    if header is None:
+        raise InvalidRoster(source, [RowProblem(1, "(file)", f"not a CSV file: {exc}")]) from None
+    if not header or not any(cell.strip() for cell in header):
         handle.close()
-        raise InvalidRoster(str(path), [RowProblem(1, "(file)", "the file is empty")])
+        raise InvalidRoster(source, [RowProblem(1, "(file)", "the file is empty")])
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         with handle:
+            reader = csv.reader(_text_lines(handle, 2))
             try:
                 for row in reader:
                     if any(row):
-                        yield reader.line_num, row
-            except UnicodeDecodeError as exc:
-                raise InvalidRoster(
-                    str(path),
-                    [RowProblem(reader.line_num + 1, "(file)", f"not UTF-8 text: {exc.reason}")],
-                ) from None
+                        yield reader.line_num + 1, row
+            except _Undecodable as exc:
+                raise InvalidRoster(source, [RowProblem(exc.line, "(file)", exc.reason)]) from None
             except csv.Error as exc:
                 raise InvalidRoster(
-                    str(path), [RowProblem(reader.line_num, "(file)", f"broken CSV: {exc}")]
+                    source, [RowProblem(reader.line_num + 1, "(file)", f"broken CSV: {exc}")]
                 ) from None
 
     return [cell.strip() for cell in header], rows()
@@ -258,10 +285,7 @@ class _Problems:
 
     def raise_if_any(self, source: str) -> None:
         if self.count:
-            problems = sorted(self.kept, key=lambda p: p.line)
-            error = InvalidRoster(source, problems)
-            error.total = self.count  # type: ignore[attr-defined]
-            raise error
+            raise InvalidRoster(source, sorted(self.kept, key=lambda p: p.line), total=self.count)
 
 
 def _nfc(text: str) -> str:
@@ -419,7 +443,7 @@ class _RowChecker:
             add(line, "birth_date", reason)
         elif birth_date > self.today:
             add(line, "birth_date", "lies in the future")
-        sex_code = _SEXES.get(sex) or _SEXES.get(sex.lower())
+        sex_code = _SEXES.get(sex) or _SEXES.get(_nfc(sex).lower())
         if sex_code is None:
             add(line, "sex", "must be M or F")
         self.code(line, "province_code", province_code)
@@ -474,7 +498,7 @@ class _RowChecker:
             add(line, "pay_point", "required when channel is postal")
         home = 0
         if home_delivery:
-            delivery = home_delivery.lower()
+            delivery = _nfc(home_delivery).lower()
             if delivery in _TRUE:
                 home = 1
                 if not pay_point:
@@ -587,7 +611,6 @@ def import_roster(
         added = store.upsert_roster(
             programme, import_id, counter.wrap(_checked_rows(rows, checker, positions, len(header)))
         )
-        problems.raise_if_any(source)
         summary = _finish(store, source, digest, at, import_id, counter.count, added, problems)
     counter.final()
     return ImportResult(source, digest, counter.count, *summary, import_id)
@@ -645,8 +668,12 @@ def _finish(
     added: int,
     problems: _Problems,
 ) -> ImportSummary:
-    """The checks only the ledger can make, then the import's record and event."""
-    if count == 0:
+    """The checks only the ledger can make, then the import's record and event.
+
+    Runs even when rows had problems (those rows were left out), so one error lists every
+    problem of the file; raising then rolls the whole import back.
+    """
+    if count == 0 and not problems.count:
         raise InvalidRoster(source, [RowProblem(2, "(file)", "the roster has no rows")])
     for line, column, reason in store.roster_problems(import_id):
         problems.add(line, column, reason)
@@ -736,14 +763,6 @@ class _SliceResult:
     problem_count: int
 
 
-_shared_counter: Any = None
-
-
-def _init_worker(counter: Any) -> None:
-    global _shared_counter
-    _shared_counter = counter
-
-
 def _check_slice(
     path: Path,
     piece: _Slice,
@@ -758,27 +777,17 @@ def _check_slice(
     checker = _RowChecker(rules, providers, problems)
     count = 0
 
-    def lines() -> Iterator[str]:
-        with path.open("rb") as handle:
-            handle.seek(piece.start)
-            remaining = piece.end - piece.start
-            while remaining > 0:
-                raw = handle.readline()
-                if not raw:
-                    return
-                remaining -= len(raw)
-                yield raw.decode("utf-8")
-
     def rows() -> Iterator[tuple[int, list[str]]]:
         nonlocal count
-        reader = csv.reader(lines())
+        handle = path.open("rb")
+        handle.seek(piece.start)
+        reader = csv.reader(_text_lines(handle, piece.first_line, piece.end - piece.start))
         try:
             for cells in reader:
                 if any(cells):
                     count += 1
-                    if _shared_counter is not None and not count % 10_000:
-                        with _shared_counter.get_lock():
-                            _shared_counter.value += 10_000
+                    if not count % 10_000:
+                        count_progress(10_000)
                     yield piece.first_line + reader.line_num - 1, cells
         except UnicodeDecodeError as exc:
             problems.add(
@@ -803,44 +812,28 @@ def _import_parallel(
     progress: Callable[[int], None] | None,
     digest: str,
 ) -> ImportResult:
-    import concurrent.futures
-    import multiprocessing
-    import tempfile
-
     source = str(path)
-    # fork where the platform has it: workers start at once and need no importable __main__;
-    # they never touch the parent's SQLite connection. Elsewhere spawn (the caller's script
-    # then needs the usual `if __name__ == "__main__":` guard).
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    counter = context.Value("q", 0)
-    with tempfile.TemporaryDirectory(prefix="sap-payments-import-") as work:
-        stagings = [Path(work) / f"slice{n}.db" for n in range(len(slices))]
-        with concurrent.futures.ProcessPoolExecutor(
-            len(slices), mp_context=context, initializer=_init_worker, initargs=(counter,)
-        ) as pool:
-            futures = [
-                pool.submit(_check_slice, path, piece, positions, width, rules, providers, out)
+    names = store.scratch(len(slices))
+    stagings = store.scratch_paths[: len(slices)]
+    with worker_pool(len(slices)) as pool:
+        results = pool.run(
+            [
+                (_check_slice, (path, piece, positions, width, rules, providers, out))
                 for piece, out in zip(slices, stagings, strict=True)
-            ]
-            pending = set(futures)
-            while pending:
-                _, pending = concurrent.futures.wait(pending, timeout=0.25)
-                if progress is not None:
-                    progress(counter.value)
-            results = [future.result() for future in futures]
-        problems = _Problems()
-        for result in results:
-            for problem in result.problems:
-                problems.add(problem.line, problem.column, problem.reason)
-            problems.count += result.problem_count - len(result.problems)
-        problems.raise_if_any(source)
-        count = sum(result.count for result in results)
-        with store.attached(stagings) as names, store.transaction():
-            at = _now()
-            import_id = store.add_import("roster", source, digest, at)
-            added = store.upsert_staged(programme, import_id, names)
-            summary = _finish(store, source, digest, at, import_id, count, added, problems)
+            ],
+            progress,
+        )
+    problems = _Problems()
+    for result in results:
+        for problem in result.problems:
+            problems.add(problem.line, problem.column, problem.reason)
+        problems.count += result.problem_count - len(result.problems)
+    count = sum(result.count for result in results)
+    with store.transaction():
+        at = _now()
+        import_id = store.add_import("roster", source, digest, at)
+        added = store.upsert_staged(programme, import_id, names)
+        summary = _finish(store, source, digest, at, import_id, count, added, problems)
     if progress is not None:
         progress(count)
     return ImportResult(source, digest, count, *summary, import_id)
@@ -859,6 +852,9 @@ def import_areas(store: Store, path: str | os.PathLike[str]) -> int:
     records: list[AreaRecord] = []
     seen: dict[str, int] = {}
     for line, cells in rows:
+        if len(cells) > len(header) and any(cells[len(header) :]):
+            problems.add(line, "(row)", f"has {len(cells)} fields, the header {len(header)}")
+            continue
         cells = (cells + [""] * len(header))[: len(header)]
         values = [unicodedata.normalize("NFC", cells[p].strip()) for p in positions]
         record = AreaRecord(*values)

@@ -3,9 +3,9 @@
 Schema changes are forward migrations numbered by ``PRAGMA user_version``; opening a database
 applies the missing ones in one transaction, and refuses a database newer than this code.
 
-At-most-once is enforced by the schema as well as by the engine: a partial unique index allows
-only one *live* line (a line of an instruction that is not FAILED, RETURNED, UNCLAIMED or
-CANCELLED) per programme, beneficiary and month.
+At-most-once is enforced by the schema as well as by the engine: the ``claims`` table holds one
+row per month carried by a live instruction (one that is not FAILED, RETURNED, UNCLAIMED or
+CANCELLED), keyed by programme, beneficiary and month, so a second claim on a month fails.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -86,11 +87,10 @@ def _unpack(row: tuple[Any, ...]) -> BeneficiaryRecord:
 _INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
 _LINE_COLUMNS: Final = LineRecord._fields
 
-_LINES_FROM_INSTRUCTIONS: Final = (
-    "INSERT INTO lines (programme, beneficiary_id, month, instruction_id, kind, amount, "
-    "coefficient, live) SELECT i.programme, i.beneficiary_id, json_extract(j.value, '$[0]'), "
-    "i.instruction_id, json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), "
-    "json_extract(j.value, '$[3]'), 1 FROM instructions AS i, json_each(i.lines) AS j"
+_CLAIMS_FROM_INSTRUCTIONS: Final = (
+    "INSERT INTO claims (programme, beneficiary_id, month, instruction_id) "
+    "SELECT i.programme, i.beneficiary_id, json_extract(j.value, '$[0]'), i.instruction_id "
+    "FROM instructions AS i, json_each(i.lines) AS j"
 )
 
 _MIGRATIONS: Final[tuple[str, ...]] = (
@@ -212,21 +212,17 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE UNIQUE INDEX instructions_by_cycle
         ON instructions (programme, period, beneficiary_id, seq);
 
-    -- One row per month an instruction pays. The instruction's ``lines`` column holds the same
-    -- data as written at preparation (JSON). This table is what the months are indexed by.
-    CREATE TABLE lines (
+    -- At most once, in the schema: a claim is a month paid (or being paid) by a live
+    -- instruction, one per programme, beneficiary and month. When an instruction ends FAILED,
+    -- RETURNED, UNCLAIMED or CANCELLED its claims are deleted and the months are due again;
+    -- the instruction's own ``lines`` column keeps what it carried.
+    CREATE TABLE claims (
         programme TEXT NOT NULL,
         beneficiary_id TEXT NOT NULL,
         month INTEGER NOT NULL,
         instruction_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        amount INTEGER NOT NULL CHECK (amount > 0),
-        coefficient TEXT NOT NULL,
-        live INTEGER NOT NULL,
-        PRIMARY KEY (programme, beneficiary_id, month, instruction_id)
+        PRIMARY KEY (programme, beneficiary_id, month)
     ) WITHOUT ROWID;
-    -- At most once: one live line per programme, beneficiary and month.
-    CREATE UNIQUE INDEX lines_live ON lines (programme, beneficiary_id, month) WHERE live = 1;
 
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
@@ -262,6 +258,10 @@ def _differs(new: str, old: str) -> str:
     return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _BENEFICIARY_COLUMNS[1:]) + ")"
 
 
+#: SQL: beneficiary_id within [start, stop), either bound open when NULL (bind each twice).
+_RANGE: Final = "(? IS NULL OR beneficiary_id >= ?) AND (? IS NULL OR beneficiary_id < ?)"
+
+
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -294,6 +294,7 @@ def write_staging(path: Path, rows: Iterable[tuple[int, BeneficiaryRecord]]) -> 
     try:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
+        db.execute("DROP TABLE IF EXISTS staging")
         db.execute(f"CREATE TABLE staging ({', '.join(_BENEFICIARY_COLUMNS)}, line INTEGER)")
         db.execute("BEGIN")
         cursor = db.executemany(
@@ -315,17 +316,28 @@ class SQLiteStore:
             databases in tests.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, durable: bool = True, readonly: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if readonly:
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
         self._depth = 0
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.scratch_paths: list[Path] = []
         db = self._db
-        db.execute("PRAGMA journal_mode = WAL")
+        if not readonly:
+            db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
-        db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA cache_size = -131072")  # 128 MiB page cache
         self._migrate()
 
@@ -336,11 +348,18 @@ class SQLiteStore:
             raise SchemaVersionError(version, SCHEMA_VERSION)
         if version == SCHEMA_VERSION:
             return
-        with self.transaction():
+        if self.readonly:
+            raise StoreError(f"the ledger {self.path} needs migrating; open it for writing once")
+        self._db.execute("BEGIN IMMEDIATE")  # nothing is attached yet
+        try:
             for number in range(version, SCHEMA_VERSION):
                 for statement in _statements(_MIGRATIONS[number]):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:
@@ -355,7 +374,14 @@ class SQLiteStore:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        # Take the write lock on the ledger at once, and on the ledger only: attached scratch
+        # files stay writable for worker processes (BEGIN IMMEDIATE would lock them too).
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("UPDATE main.imports SET kind = kind WHERE 0")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._depth = 1
         try:
             yield
@@ -368,6 +394,23 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def scratch(self, count: int) -> list[str]:
+        """Names of ``count`` attached scratch databases that worker processes may write
+        (their files are :attr:`scratch_paths`); call outside a transaction."""
+        if len(self.scratch_paths) < count:
+            if self._depth:
+                raise StoreError("scratch files must be attached outside a transaction")
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="sap-payments-")
+            for number in range(len(self.scratch_paths), count):
+                path = Path(self._scratch.name) / f"scratch{number}.db"
+                self._db.execute(f"ATTACH DATABASE ? AS scratch{number}", (str(path),))
+                self.scratch_paths.append(path)
+        return [f"scratch{number}" for number in range(count)]
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -387,27 +430,12 @@ class SQLiteStore:
         (after,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
         return int(after - before)
 
-    @contextlib.contextmanager
-    def attached(self, paths: Sequence[Path]) -> Iterator[list[str]]:
-        """Attach staging files (see :func:`write_staging`) for :meth:`upsert_staged`."""
-        if self._depth:
-            raise StoreError("staging files must be attached outside a transaction")
-        names = []
-        try:
-            for number, path in enumerate(paths):
-                name = f"staged{number}"
-                self._db.execute("ATTACH DATABASE ? AS " + name, (str(path),))
-                names.append(name)
-            yield names
-        finally:
-            for name in names:
-                self._db.execute("DETACH DATABASE " + name)
-
     def upsert_staged(self, programme: str, import_id: int, names: Sequence[str]) -> int:
         """:meth:`upsert_roster` from attached staging files, in their order."""
         (before,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
         for name in names:
             self._db.execute(_upsert_sql(import_id, f"{name}.staging"), (programme,))
+            self._db.execute(f"DELETE FROM {name}.staging")
         (after,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
         return int(after - before)
 
@@ -512,11 +540,13 @@ class SQLiteStore:
         ).fetchone()
         return _unpack(row) if row else None
 
-    def beneficiaries(self, programme: str) -> Iterator[BeneficiaryRecord]:
+    def beneficiaries(
+        self, programme: str, start: str | None = None, stop: str | None = None
+    ) -> Iterator[BeneficiaryRecord]:
         cursor = self._db.execute(
             f"SELECT {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries "
-            "WHERE programme = ? ORDER BY beneficiary_id",
-            (programme,),
+            f"WHERE programme = ? AND {_RANGE} ORDER BY beneficiary_id",
+            (programme, start, start, stop, stop),
         )
         while batch := cursor.fetchmany(4096):
             for row in batch:
@@ -558,24 +588,36 @@ class SQLiteStore:
             cycle,
         )
 
-    def live_months(self, programme: str, exclude_period: int) -> Iterator[tuple[str, int]]:
+    def live_months(
+        self,
+        programme: str,
+        exclude_period: int,
+        start: str | None = None,
+        stop: str | None = None,
+    ) -> Iterator[tuple[str, int]]:
         cursor = self._db.execute(
-            "SELECT l.beneficiary_id, l.month FROM lines AS l "
-            "WHERE l.programme = ? AND l.live = 1 AND l.instruction_id NOT IN ("
+            "SELECT beneficiary_id, month FROM claims "
+            f"WHERE programme = ? AND {_RANGE} AND instruction_id NOT IN ("
             "  SELECT instruction_id FROM instructions WHERE programme = ? AND period = ?) "
-            "ORDER BY l.beneficiary_id, l.month",
-            (programme, programme, exclude_period),
+            "ORDER BY beneficiary_id, month",
+            (programme, start, start, stop, stop, programme, exclude_period),
         )
         while batch := cursor.fetchmany(4096):
             yield from batch
 
     def cycle_instructions(
-        self, programme: str, period: int, *, with_lines: bool = False
+        self,
+        programme: str,
+        period: int,
+        *,
+        with_lines: bool = False,
+        start: str | None = None,
+        stop: str | None = None,
     ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
         cursor = self._db.execute(
             f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
-            "WHERE programme = ? AND period = ? ORDER BY beneficiary_id, seq",
-            (programme, period),
+            f"WHERE programme = ? AND period = ? AND {_RANGE} ORDER BY beneficiary_id, seq",
+            (programme, period, start, start, stop, stop),
         )
         make = InstructionRecord._make
         if not with_lines:
@@ -610,16 +652,35 @@ class SQLiteStore:
     def insert_instructions(self, instructions: Sequence[InstructionRecord], at: str) -> None:
         if not instructions:
             return
-        db = self._db
-        (watermark,) = db.execute("SELECT coalesce(max(rowid), 0) FROM instructions").fetchone()
-        db.executemany(
+        watermark = self._watermark()
+        self._db.executemany(
             f"INSERT INTO instructions ({', '.join(_INSTRUCTION_COLUMNS)}) "
             f"VALUES ({_placeholders(len(_INSTRUCTION_COLUMNS))})",
             instructions,
         )
-        # Lines and events are derived set-wise from the rows just written: no second round of
-        # parameter binding per row.
-        db.execute(_LINES_FROM_INSTRUCTIONS + " WHERE i.rowid > ?", (watermark,))
+        self._derive(watermark, at)
+
+    def insert_instructions_from(self, table: str, at: str) -> int:
+        """:meth:`insert_instructions` from a scratch table of instruction rows."""
+        watermark = self._watermark()
+        columns = ", ".join(_INSTRUCTION_COLUMNS)
+        cursor = self._db.execute(
+            f"INSERT INTO instructions ({columns}) SELECT {columns} FROM {table} ORDER BY rowid"
+        )
+        self._derive(watermark, at)
+        return cursor.rowcount
+
+    def _watermark(self) -> int:
+        (watermark,) = self._db.execute(
+            "SELECT coalesce(max(rowid), 0) FROM instructions"
+        ).fetchone()
+        return int(watermark)
+
+    def _derive(self, watermark: int, at: str) -> None:
+        """Lines and events of the instructions past ``watermark``, derived set-wise from the
+        rows just written: no second round of parameter binding per row."""
+        db = self._db
+        db.execute(_CLAIMS_FROM_INSTRUCTIONS + " WHERE i.rowid > ?", (watermark,))
         db.execute(
             "INSERT INTO events (at, kind, instruction_id, from_state, to_state) "
             "SELECT ?, 'instruction.created', instruction_id, NULL, 'CREATED' FROM instructions "
@@ -632,6 +693,22 @@ class SQLiteStore:
             "FROM instructions WHERE rowid > ? AND state = 'HELD' ORDER BY rowid",
             (at, watermark),
         )
+
+    def split_points(self, programme: str, parts: int) -> list[str]:
+        """beneficiary_ids that cut the programme's beneficiaries into ``parts`` even ranges."""
+        (total,) = self._db.execute(
+            "SELECT count(*) FROM beneficiaries WHERE programme = ?", (programme,)
+        ).fetchone()
+        points: list[str] = []
+        for k in range(1, parts):
+            row = self._db.execute(
+                "SELECT beneficiary_id FROM beneficiaries WHERE programme = ? "
+                "ORDER BY beneficiary_id LIMIT 1 OFFSET ?",
+                (programme, total * k // parts),
+            ).fetchone()
+            if row is not None and (not points or row[0] > points[-1]):
+                points.append(row[0])
+        return points
 
     def cycle_totals(self, programme: str, period: int) -> list[tuple[str, str, str, int, int]]:
         return [
@@ -647,7 +724,7 @@ class SQLiteStore:
     def replace_instruction(self, instruction: InstructionRecord) -> None:
         db = self._db
         db.execute(
-            "DELETE FROM lines WHERE programme = ? AND beneficiary_id = ? AND instruction_id = ?",
+            "DELETE FROM claims WHERE programme = ? AND beneficiary_id = ? AND instruction_id = ?",
             (instruction.programme, instruction.beneficiary_id, instruction.instruction_id),
         )
         updates = ", ".join(f"{c} = ?" for c in _INSTRUCTION_COLUMNS)
@@ -656,7 +733,7 @@ class SQLiteStore:
             (*instruction, instruction.instruction_id),
         )
         db.execute(
-            _LINES_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?", (instruction.instruction_id,)
+            _CLAIMS_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?", (instruction.instruction_id,)
         )
 
     def set_state(
@@ -669,7 +746,7 @@ class SQLiteStore:
         )
         if release_lines:
             db.executemany(
-                "UPDATE lines SET live = 0 WHERE (programme, beneficiary_id, instruction_id) = "
+                "DELETE FROM claims WHERE (programme, beneficiary_id, instruction_id) = "
                 "(SELECT programme, beneficiary_id, instruction_id FROM instructions "
                 " WHERE instruction_id = ?)",
                 ((instruction_id,) for instruction_id in instruction_ids),
@@ -705,11 +782,14 @@ class SQLiteStore:
             ),
         )
         if release_lines:
-            db.execute(
-                "UPDATE lines SET live = 0 WHERE programme = ? AND instruction_id IN ("
-                "SELECT instruction_id FROM instructions WHERE programme = ? AND period = ? "
-                "AND state = ?)",
-                (programme, programme, period, from_state),
+            db.executemany(
+                "DELETE FROM claims WHERE programme = ? AND beneficiary_id = ? "
+                "AND instruction_id = ?",
+                db.execute(
+                    "SELECT programme, beneficiary_id, instruction_id FROM instructions "
+                    "WHERE programme = ? AND period = ? AND state = ?",
+                    (programme, period, from_state),
+                ).fetchall(),
             )
         cursor = db.execute(
             "UPDATE instructions SET state = ? WHERE programme = ? AND period = ? AND state = ?",
@@ -735,6 +815,12 @@ class SQLiteStore:
             )
         for seq, *rest in cursor:
             yield seq, EventRecord(*rest)
+
+    def count_beneficiaries(self, programme: str) -> int:
+        (total,) = self._db.execute(
+            "SELECT count(*) FROM beneficiaries WHERE programme = ?", (programme,)
+        ).fetchone()
+        return int(total)
 
     def query(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """Run a read-only query (reports and tests); never used to change the ledger."""

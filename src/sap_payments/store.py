@@ -187,8 +187,10 @@ class Store(Protocol):
 
     def beneficiary(self, beneficiary_id: str) -> BeneficiaryRecord | None: ...
 
-    def beneficiaries(self, programme: str) -> Iterator[BeneficiaryRecord]:
-        """Every beneficiary of the programme, ordered by beneficiary_id."""
+    def beneficiaries(
+        self, programme: str, start: str | None = None, stop: str | None = None
+    ) -> Iterator[BeneficiaryRecord]:
+        """The programme's beneficiaries with an id in [start, stop) (None: open), by id."""
         ...
 
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
@@ -202,12 +204,25 @@ class Store(Protocol):
 
     def save_cycle(self, cycle: CycleRecord) -> None: ...
 
-    def live_months(self, programme: str, exclude_period: int) -> Iterator[tuple[str, int]]:
-        """(beneficiary_id, month) carried by live lines of other cycles, by beneficiary_id."""
+    def live_months(
+        self,
+        programme: str,
+        exclude_period: int,
+        start: str | None = None,
+        stop: str | None = None,
+    ) -> Iterator[tuple[str, int]]:
+        """(beneficiary_id, month) carried by live lines of other cycles, by beneficiary_id;
+        for ids in [start, stop) when given."""
         ...
 
     def cycle_instructions(
-        self, programme: str, period: int, *, with_lines: bool = False
+        self,
+        programme: str,
+        period: int,
+        *,
+        with_lines: bool = False,
+        start: str | None = None,
+        stop: str | None = None,
     ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
         """The cycle's instructions ordered by beneficiary_id then seq, each with its lines."""
         ...

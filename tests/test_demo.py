@@ -1,0 +1,137 @@
+"""``sap-payments demo``: the Phú Lộc pilot on a synthetic roster, through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from sap_payments.cli import main
+from sap_payments.config import Config
+from sap_payments.demo import APPROVER, DEMO_CONFIG, PERIOD
+from sap_payments.ledger import Ledger
+
+FILES = (
+    "roster.csv",
+    "areas.csv",
+    "sap-payments.toml",
+    "sap-payments.db",
+    "changes-2021-09.csv",
+    "changes-2021-09.json",
+)
+
+
+def run_demo(directory: Path, *extra: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["demo", "--dir", str(directory), "--quiet", *extra], out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    directory = tmp_path_factory.mktemp("demo") / "phu-loc"  # created by the demo
+    code, text = run_demo(directory)
+    assert code == 0, text
+    return directory, text
+
+
+def test_demo_writes_its_files(demo: tuple[Path, str]) -> None:
+    directory, _ = demo
+    for name in FILES:
+        assert (directory / name).is_file(), name
+        assert (directory / name).stat().st_size > 0, name
+    assert (directory / "sap-payments.toml").read_text(encoding="utf-8") == DEMO_CONFIG
+    config = Config.load(directory / "sap-payments.toml")
+    assert {name: p.channel.value for name, p in config.providers.items()} == {
+        "viettelpay": "ewallet",
+        "vietinbank": "bank",
+        "vnpost": "postal",
+    }
+
+
+def test_demo_output_names_the_pilot(demo: tuple[Path, str]) -> None:
+    directory, text = demo
+    assert "8,364 beneficiaries" in text
+    assert "17 communes" in text
+    assert "Imported: 8,364 beneficiaries" in text
+    assert f"Cycle {PERIOD} prepared:" in text
+    assert f"Approved by {APPROVER}" in text
+    assert "Thị trấn Lăng Cô" in text
+    assert str(directory) in text
+
+
+def test_demo_roster_and_areas(demo: tuple[Path, str]) -> None:
+    directory, _ = demo
+    with (directory / "roster.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8_364
+    with (directory / "areas.csv").open(encoding="utf-8", newline="") as handle:
+        areas = list(csv.DictReader(handle))
+    assert len(areas) == 17
+    assert {a["district_code"] for a in areas} == {"482"}
+    assert {r["commune_code"] for r in rows} <= {a["commune_code"] for a in areas}
+
+
+def test_demo_cycle_is_approved_in_the_ledger(demo: tuple[Path, str]) -> None:
+    directory, text = demo
+    with Ledger.open(
+        directory / "sap-payments.db", config=Config.load(directory / "sap-payments.toml")
+    ) as ledger:
+        cycle = ledger.cycle(PERIOD)
+        assert (cycle.state, cycle.approved_by) == ("approved", APPROVER)
+        states = {r.state for r, _ in ledger.instructions(PERIOD)}
+        assert states <= {"READY", "CANCELLED"}
+        assert "READY" in states
+        beneficiaries = list(ledger.store.beneficiaries("monthly-allowance"))
+        assert len(beneficiaries) == 8_364
+        assert len(list(ledger.store.areas())) == 17
+    assert f"{cycle.total:,} VND" in text
+
+
+def test_demo_change_report_files_agree(demo: tuple[Path, str]) -> None:
+    directory, _ = demo
+    document = json.loads((directory / "changes-2021-09.json").read_text(encoding="utf-8"))
+    assert list(document) == [
+        "programme",
+        "period",
+        "previous_period",
+        "currency",
+        "summary",
+        "changes",
+    ]
+    assert (document["period"], document["previous_period"]) == (PERIOD, None)
+    with (directory / "changes-2021-09.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(document["changes"]) == sum(document["summary"].values())
+    assert [r["beneficiary_id"] for r in rows] == [c["beneficiary_id"] for c in document["changes"]]
+    assert document["summary"]["added"] > 8_000
+    with Ledger.open(directory / "sap-payments.db") as ledger:
+        cycle = ledger.cycle(PERIOD)
+    assert document["summary"]["added"] == cycle.instructions
+    assert sum(c["amount"] for c in document["changes"] if c["kind"] == "added") == cycle.total
+
+
+def test_demo_runs_twice_and_replaces_the_ledger(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    assert run_demo(directory)[0] == 0
+    code, text = run_demo(directory)
+    assert code == 0, text
+    assert "Imported: 8,364 beneficiaries" in text  # added again: a fresh ledger
+    with Ledger.open(directory / "sap-payments.db") as ledger:
+        assert ledger.store.query("SELECT count(*) FROM imports") == [(1,)]
+        assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["approved"]
+
+
+def test_same_seed_same_roster_bytes(tmp_path: Path) -> None:
+    assert run_demo(tmp_path / "a", "--seed", "7")[0] == 0
+    assert run_demo(tmp_path / "b", "--seed", "7")[0] == 0
+    assert run_demo(tmp_path / "c", "--seed", "8")[0] == 0
+    first = (tmp_path / "a" / "roster.csv").read_bytes()
+    assert first == (tmp_path / "b" / "roster.csv").read_bytes()
+    assert first != (tmp_path / "c" / "roster.csv").read_bytes()
+    assert (tmp_path / "a" / "areas.csv").read_bytes() == (
+        tmp_path / "c" / "areas.csv"
+    ).read_bytes()
