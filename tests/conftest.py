@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 
 from sap_payments import (
-    REPAYABLE_STATES,
     ROSTER_COLUMNS,
     ImportResult,
-    InstructionState,
     Ledger,
     Period,
-    check_transition,
+    transition,
 )
-from sap_payments.store import EventRecord, InstructionRecord, LineRecord
+from sap_payments.store import InstructionRecord, LineRecord
 
 #: A valid roster row (format v1); tests override the columns they are about.
 BASE_ROW: Mapping[str, str] = {
@@ -160,27 +158,8 @@ def state_of(ledger: Ledger, instruction_id: str) -> str:
 def drive(ledger: Ledger, instruction_id: str, *states: str) -> None:
     """Move an instruction through ``states`` the way dispatch will: each move checked against
     the transition table, recorded as an event, and lines released on a re-payable state."""
-    store = ledger.store
-    current = InstructionState(state_of(ledger, instruction_id))
     for name in states:
-        target = InstructionState(name)
-        check_transition(instruction_id, current, target)
-        with store.transaction():
-            store.set_state([instruction_id], target, release_lines=target in REPAYABLE_STATES)
-            store.append_events(
-                [
-                    EventRecord(
-                        "2021-01-01T00:00:00+00:00",
-                        f"instruction.{target.value.lower()}",
-                        instruction_id,
-                        current.value,
-                        target.value,
-                        "test-dispatch",
-                        None,
-                    )
-                ]
-            )
-        current = target
+        transition(ledger.store, instruction_id, name, actor="test-dispatch")
 
 
 def settle(ledger: Ledger, instruction_id: str, outcome: str) -> None:

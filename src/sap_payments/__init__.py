@@ -41,6 +41,7 @@ from sap_payments.cycles import (
     approve,
     instruction_id,
     prepare,
+    transition,
 )
 from sap_payments.entitlements import Entitlement, due_months
 from sap_payments.errors import (
@@ -48,6 +49,7 @@ from sap_payments.errors import (
     CurrencyMismatch,
     CycleNotFound,
     CycleStateError,
+    InstructionNotFound,
     InvalidInput,
     InvalidPeriod,
     InvalidRoster,
@@ -110,6 +112,7 @@ __all__ = [
     "Event",
     "FinancialAddress",
     "ImportResult",
+    "InstructionNotFound",
     "InstructionState",
     "InvalidInput",
     "InvalidPeriod",
@@ -148,4 +151,5 @@ __all__ = [
     "normalise_msisdn",
     "parse_address",
     "prepare",
+    "transition",
 ]

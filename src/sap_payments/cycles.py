@@ -24,7 +24,7 @@ import attrs
 from sap_payments._workers import count_progress, worker_pool
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.entitlements import due_months
-from sap_payments.errors import CycleNotFound, CycleStateError, InvalidInput
+from sap_payments.errors import CycleNotFound, CycleStateError, InstructionNotFound, InvalidInput
 from sap_payments.instructions import (
     REPAYABLE_STATES,
     InstructionState,
@@ -50,6 +50,7 @@ __all__ = [
     "approve",
     "instruction_id",
     "prepare",
+    "transition",
 ]
 
 S = InstructionState
@@ -662,6 +663,47 @@ def _digest_id(programme: str, period: Period, beneficiary_id: str, seq: int) ->
     """80 bits of SHA-256 over what identifies the instruction, as 20 upper-case hex digits."""
     text = f"{programme}\x1f{period.ordinal}\x1f{beneficiary_id}\x1f{seq}"
     return hashlib.sha256(text.encode()).hexdigest()[:20].upper()
+
+
+def transition(
+    store: Store,
+    instruction_id: str,
+    to_state: InstructionState | str,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> InstructionRecord:
+    """Move one instruction to ``to_state``: the single gate for a state change.
+
+    The move is checked against the transition table, recorded as an event, and, when the new
+    state is FAILED, RETURNED, UNCLAIMED or CANCELLED, the instruction's months are released so
+    the next cycle pays them as arrears. Returns the instruction as it was before.
+
+    Raises:
+        LookupError (``InstructionNotFound``): no such instruction.
+        InvalidTransition: the table does not allow the move (nothing is changed).
+    """
+    target = InstructionState(to_state)
+    with store.transaction():
+        record = store.instruction(instruction_id)
+        if record is None:
+            raise InstructionNotFound(instruction_id)
+        check_transition(instruction_id, record.state, target)
+        store.set_state([instruction_id], target, release_lines=target in REPAYABLE_STATES)
+        store.append_events(
+            [
+                EventRecord(
+                    _now(),
+                    f"instruction.{target.value.lower()}",
+                    instruction_id,
+                    record.state,
+                    target,
+                    actor,
+                    reason,
+                )
+            ]
+        )
+    return record
 
 
 def approve(

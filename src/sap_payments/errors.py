@@ -15,6 +15,7 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     ├── StateError                             the request does not fit the current state
     │   ├── InvalidTransition                  an instruction move the transition table forbids
     │   ├── CycleNotFound (LookupError)        no such cycle
+    │   ├── InstructionNotFound (LookupError)  no such instruction
     │   └── CycleStateError                    e.g. re-preparing an approved cycle
     └── StoreError                             the ledger database cannot be used
         └── SchemaVersionError                 a database written by a newer sap_payments
@@ -34,6 +35,7 @@ __all__ = [
     "CurrencyMismatch",
     "CycleNotFound",
     "CycleStateError",
+    "InstructionNotFound",
     "InvalidInput",
     "InvalidPeriod",
     "InvalidRoster",
@@ -167,6 +169,14 @@ class CycleNotFound(StateError, LookupError):
         )
         self.programme = programme
         self.period = period
+
+
+class InstructionNotFound(StateError, LookupError):
+    """No instruction with this id."""
+
+    def __init__(self, instruction_id: str) -> None:
+        super().__init__(f"no instruction {instruction_id}")
+        self.instruction_id = instruction_id
 
 
 class CycleStateError(StateError):

@@ -637,6 +637,14 @@ class SQLiteStore:
                     ],
                 )
 
+    def instruction(self, instruction_id: str) -> InstructionRecord | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+            "WHERE instruction_id = ?",
+            (instruction_id,),
+        ).fetchone()
+        return InstructionRecord._make(row) if row else None
+
     def beneficiary_instructions(
         self, programme: str, beneficiary_id: str
     ) -> list[InstructionRecord]:

@@ -227,6 +227,8 @@ class Store(Protocol):
         """The cycle's instructions ordered by beneficiary_id then seq, each with its lines."""
         ...
 
+    def instruction(self, instruction_id: str) -> InstructionRecord | None: ...
+
     def beneficiary_instructions(
         self, programme: str, beneficiary_id: str
     ) -> list[InstructionRecord]:
