@@ -639,8 +639,7 @@ class SQLiteStore:
 
     def instruction(self, instruction_id: str) -> InstructionRecord | None:
         row = self._db.execute(
-            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
-            "WHERE instruction_id = ?",
+            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions WHERE instruction_id = ?",
             (instruction_id,),
         ).fetchone()
         return InstructionRecord._make(row) if row else None
