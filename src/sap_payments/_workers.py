@@ -38,12 +38,24 @@ class WorkerPool:
         self,
         calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
         progress: Callable[[int], None] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
-        """Run the calls, one a worker; report progress while waiting; results in order."""
+        """Run the calls on the workers; report progress while waiting; results in order.
+
+        ``on_result(index, result)`` is called in this process as each call finishes, so the
+        parent can take in one slice while the workers compute the next.
+        """
         futures = [self._pool.submit(function, *args) for function, args in calls]
+        index = {future: number for number, future in enumerate(futures)}
         pending = set(futures)
         while pending:
-            _, pending = concurrent.futures.wait(pending, timeout=0.25)
+            done, pending = concurrent.futures.wait(
+                pending, timeout=0.25, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                result = future.result()  # a worker's error surfaces here, at once
+                if on_result is not None:
+                    on_result(index[future], result)
             if progress is not None:
                 progress(self._counter.value)
         return [future.result() for future in futures]

@@ -31,6 +31,7 @@ __all__ = [
     "CashPickup",
     "Channel",
     "Decision",
+    "Enrolment",
     "FinancialAddress",
     "Mandate",
     "Proxy",
@@ -212,3 +213,12 @@ class Beneficiary:
     national_id: str | None = None
     birth_date: dt.date | None = None
     sex: Sex | None = None
+
+
+@attrs.frozen
+class Enrolment:
+    """A beneficiary with the decision they are paid under and the mandate they are paid by."""
+
+    beneficiary: Beneficiary
+    decision: Decision
+    mandate: Mandate

@@ -23,6 +23,7 @@ from sap_payments.output import FORMATS
 from sap_payments.periods import Period
 from sap_payments.reports import write_change_report, write_cycle, write_records
 from sap_payments.rules import RuleSet
+from sap_payments.store import AreaRecord
 
 __all__ = ["main"]
 
@@ -61,6 +62,16 @@ def _period(text: str) -> Period:
         return Period.parse(text)
     except SapPaymentsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     def programme(p: argparse.ArgumentParser) -> None:
         p.add_argument("--programme", help="programme id (default: monthly-allowance)")
 
+    def workers(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--workers",
+            type=_positive,
+            default=min(4, os.cpu_count() or 1),
+            help="processes for large inputs (default: the CPUs, at most 4; small inputs use 1)",
+        )
+
     def fmt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=FORMATS, default="table", help="output format")
         p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
@@ -118,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     roster.add_argument("file", type=Path)
     programme(roster)
+    workers(roster)
     areas = imports.add_parser(
         "areas", help="import area codes and names (CSV or XLSX)", parents=[common]
     )
@@ -130,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(prep)
+    workers(prep)
     appr = cycles.add_parser(
         "approve", help="approve a prepared cycle (CREATED → READY)", parents=[common]
     )
@@ -208,7 +229,9 @@ def _cmd_import(args: argparse.Namespace, out: TextIO) -> None:
             return
         progress = _progress(args, "rows read")
         try:
-            result = ledger.import_roster(args.file, programme=args.programme, progress=progress)
+            result = ledger.import_roster(
+                args.file, programme=args.programme, progress=progress, workers=args.workers
+            )
         finally:
             progress.done()
         out.write(
@@ -217,12 +240,28 @@ def _cmd_import(args: argparse.Namespace, out: TextIO) -> None:
         )
 
 
+def _area_label(key: tuple[str, ...], names: dict[str, AreaRecord]) -> str:
+    """An indented line label: ``46 Thừa Thiên Huế`` / ``  482 Phú Lộc`` / ``    20107 …``."""
+    code = key[-1]
+    known = names.get(code)
+    name = ""
+    if len(key) == 1:
+        name = next((a.province_name for a in names.values() if a.province_code == code), "")
+    elif known is not None and known.commune_code == code and len(key) >= 2:
+        name = known.commune_name
+    if not name and len(key) == 2:
+        name = next((a.district_name for a in names.values() if a.district_code == code), "")
+    return "  " * (len(key) - 1) + (f"{code} {name}" if name else code)
+
+
 def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
     with _open(args) as ledger:
         if args.action == "prepare":
             progress = _progress(args, "beneficiaries")
             try:
-                result = ledger.prepare(args.period, programme=args.programme, progress=progress)
+                result = ledger.prepare(
+                    args.period, programme=args.programme, progress=progress, workers=args.workers
+                )
             finally:
                 progress.done()
             out.write(
@@ -232,8 +271,13 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 f"{result.cancelled:,} cancelled, {result.unchanged:,} unchanged, "
                 f"{result.held:,} held\n"
             )
+            out.write("control totals by provider:\n")
             for name, total in result.by_provider.items():
-                out.write(f"  {name:<16} {total.count:>9,}  {total.amount}\n")
+                out.write(f"  {name:<34} {total.count:>9,}  {total.amount}\n")
+            names = {a.commune_code: a for a in ledger.store.areas()}
+            out.write("control totals by area:\n")
+            for key, total in result.by_area.items():
+                out.write(f"  {_area_label(key, names):<34} {total.count:>9,}  {total.amount}\n")
             return
         if args.action == "approve":
             approval = ledger.approve(args.period, by=args.by, programme=args.programme)

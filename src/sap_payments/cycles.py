@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -100,6 +100,10 @@ class PrepareResult:
     total: Money
     by_provider: dict[str, ControlTotal]
     by_commune: dict[str, ControlTotal]
+    #: Rolled up: ``(province,)``, ``(province, district)`` when there is a district, and
+    #: ``(province, district, commune)`` / ``(province, commune)``; sorted, so each area comes
+    #: before the areas inside it.
+    by_area: dict[tuple[str, ...], ControlTotal]
 
 
 @attrs.frozen
@@ -196,18 +200,23 @@ def prepare(
     """
     if isinstance(period, str):
         period = Period.parse(period)
-    parallel = (
+    names: list[str] = []
+    if (
         workers > 1
         and isinstance(store, SQLiteStore)
         and store.count_beneficiaries(programme) >= PARALLEL_MIN_BENEFICIARIES
-    )
-    names = store.scratch(workers) if parallel else []  # type: ignore[attr-defined]
+    ):
+        # One slice a worker: on a machine with as many cores as workers, more slices (to take
+        # one in while the next is computed) measured slower, the parent then competing with the
+        # workers for a core. Attached outside the transaction; SQLite attaches at most 10.
+        names = store.scratch(min(8, workers))
     with store.transaction():
         existing_cycle = _check_order(store, programme, period)
         at = _now()
-        if parallel:
-            assert isinstance(store, SQLiteStore)
-            result = _prepare_parallel(store, names, rules, programme, period, at, progress)
+        if names and isinstance(store, SQLiteStore):
+            result = _prepare_parallel(
+                store, workers, names, rules, programme, period, at, progress
+            )
         else:
             run = _Preparation(store, rules, programme, period, _DirectSink(store, at))
             run.run(progress)
@@ -257,43 +266,66 @@ class _Partial:
         factory=lambda: dict.fromkeys(("created", "revised", "cancelled", "unchanged"), 0)
     )
     by_provider: dict[str, list[int]] = attrs.field(factory=dict)
-    by_commune: dict[str, list[int]] = attrs.field(factory=dict)
+    #: keyed by (province, district, commune) codes
+    by_commune: dict[tuple[str, str, str], list[int]] = attrs.field(factory=dict)
     count: int = 0
     total: int = 0
     held: int = 0
 
-    def tally(self, provider: str, commune: str, amount: int, held: bool) -> None:
+    def tally(self, provider: str, area: tuple[str, str, str], amount: int, held: bool) -> None:
         self.count += 1
         self.total += amount
         self.held += held
-        for table, key in ((self.by_provider, provider), (self.by_commune, commune)):
-            entry = table.get(key)
-            if entry is None:
-                entry = table[key] = [0, 0]
-            entry[0] += 1
-            entry[1] += amount
+        entry = self.by_provider.get(provider)
+        if entry is None:
+            entry = self.by_provider[provider] = [0, 0]
+        entry[0] += 1
+        entry[1] += amount
+        entry = self.by_commune.get(area)
+        if entry is None:
+            entry = self.by_commune[area] = [0, 0]
+        entry[0] += 1
+        entry[1] += amount
 
     def merge(self, other: _Partial) -> None:
         for key, value in other.counts.items():
             self.counts[key] += value
-        for mine, theirs in (
-            (self.by_provider, other.by_provider),
-            (self.by_commune, other.by_commune),
-        ):
-            for key, (count, amount) in theirs.items():
-                entry = mine.setdefault(key, [0, 0])
-                entry[0] += count
-                entry[1] += amount
+        for key, (count, amount) in other.by_provider.items():
+            entry = self.by_provider.setdefault(key, [0, 0])
+            entry[0] += count
+            entry[1] += amount
+        for area, (count, amount) in other.by_commune.items():
+            entry = self.by_commune.setdefault(area, [0, 0])
+            entry[0] += count
+            entry[1] += amount
         self.count += other.count
         self.total += other.total
         self.held += other.held
 
     def result(self, programme: str, period: Period, currency: str) -> PrepareResult:
-        def totals(table: dict[str, list[int]]) -> dict[str, ControlTotal]:
+        def totals(table: Mapping[K, list[int]]) -> dict[K, ControlTotal]:
             return {
                 key: ControlTotal(count, Money(amount, currency))
                 for key, (count, amount) in sorted(table.items())
             }
+
+        communes: dict[str, list[int]] = {}
+        areas: dict[tuple[str, ...], list[int]] = {}
+        for (province, district, commune), (count, amount) in self.by_commune.items():
+            entry = communes.setdefault(commune, [0, 0])
+            entry[0] += count
+            entry[1] += amount
+            levels = (
+                [(province,), (province, district, commune)]
+                if district
+                else [(province,), (province, commune)]
+            )
+            if district:
+                levels.append((province, district))
+            for key in levels:
+                entry = areas.setdefault(key, [0, 0])
+                entry[0] += count
+                entry[1] += amount
 
         return PrepareResult(
             programme,
@@ -306,7 +338,8 @@ class _Partial:
             self.count,
             Money(self.total, currency),
             totals(self.by_provider),
-            totals(self.by_commune),
+            totals(communes),
+            totals(areas),
         )
 
 
@@ -446,6 +479,7 @@ def _prepare_range(
 
 def _prepare_parallel(
     store: SQLiteStore,
+    workers: int,
     names: list[str],
     rules: RuleSet,
     programme: str,
@@ -456,8 +490,24 @@ def _prepare_parallel(
     points = store.split_points(programme, len(names))
     bounds: list[str | None] = [None, *points, None]
     ranges = list(itertools.pairwise(bounds))
-    with worker_pool(len(ranges)) as pool:
-        partials: list[_Partial] = pool.run(
+    total = _Partial()
+    direct = _DirectSink(store, at)
+
+    def take(number: int, partial: _Partial) -> None:
+        """Move one finished slice from its scratch file into the ledger."""
+        name = names[number]
+        total.merge(partial)
+        store.insert_instructions_from(f"{name}.new", at)
+        for live, instruction in store.query(f"SELECT live, instruction FROM {name}.revised"):
+            direct.revise(
+                InstructionRecord(*json.loads(str(live))),
+                InstructionRecord(*json.loads(str(instruction))),
+            )
+        for live, reason in store.query(f"SELECT live, reason FROM {name}.cancelled"):
+            direct.cancel(InstructionRecord(*json.loads(str(live))), str(reason))
+
+    with worker_pool(workers) as pool:
+        partials = pool.run(
             [
                 (
                     _prepare_range,
@@ -475,18 +525,10 @@ def _prepare_parallel(
             ],
             progress,
         )
-    total = _Partial()
-    direct = _DirectSink(store, at)
-    for name, partial in zip(names, partials, strict=False):
-        total.merge(partial)
-        store.insert_instructions_from(f"{name}.new", at)
-        for live, instruction in store.query(f"SELECT live, instruction FROM {name}.revised"):
-            direct.revise(
-                InstructionRecord(*json.loads(str(live))),
-                InstructionRecord(*json.loads(str(instruction))),
-            )
-        for live, reason in store.query(f"SELECT live, reason FROM {name}.cancelled"):
-            direct.cancel(InstructionRecord(*json.loads(str(live))), str(reason))
+    # Taken in only once every worker is done: taking one in while another still reads the
+    # ledger measured slower (the reader then walks a growing write-ahead log).
+    for number, partial in enumerate(partials):
+        take(number, partial)
     return total.result(programme, period, rules.currency)
 
 
@@ -619,7 +661,12 @@ class _Preparation:
                 and record.mandate_valid_until < first_day
                 else None
             )
-            tally(record.provider, record.commune_code, total, held is not None)
+            tally(
+                record.provider,
+                (record.province_code, record.district_code, record.commune_code),
+                total,
+                held is not None,
+            )
             if live is not None:
                 seq, ident = live.seq, live.instruction_id
             else:

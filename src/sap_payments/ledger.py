@@ -9,23 +9,45 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import attrs
 
+from sap_payments.areas import Area
+from sap_payments.beneficiaries import (
+    BankAccount,
+    Beneficiary,
+    CashPickup,
+    Decision,
+    Enrolment,
+    FinancialAddress,
+    Mandate,
+    Proxy,
+    Sex,
+    Status,
+    WalletAddress,
+)
 from sap_payments.changes import ChangeReport, change_report
 from sap_payments.config import Config
-from sap_payments.cycles import ApprovalResult, PrepareResult, approve, prepare
+from sap_payments.cycles import (
+    ApprovalResult,
+    PrepareResult,
+    approve,
+    mandate_addresses,
+    prepare,
+)
 from sap_payments.errors import CycleNotFound
 from sap_payments.periods import Period
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
 from sap_payments.sqlite_store import SQLiteStore
-from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
+from sap_payments.store import BeneficiaryRecord, CycleRecord, InstructionRecord, LineRecord
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "enrolment"]
 
 Progress = Callable[[int], None] | None
 
@@ -87,6 +109,11 @@ class Ledger:
             workers=workers,
         )
 
+    def beneficiary(self, beneficiary_id: str) -> Enrolment | None:
+        """A beneficiary as domain objects: who, under which decision, paid how."""
+        record = self.store.beneficiary(beneficiary_id)
+        return None if record is None else enrolment(record, self.config.programme)
+
     def import_areas(self, path: str | os.PathLike[str]) -> int:
         return import_areas(self.store, path)
 
@@ -139,3 +166,50 @@ class Ledger:
         return change_report(
             self.store, period, rules=self.rules, programme=programme or self.config.programme
         )
+
+
+def enrolment(record: BeneficiaryRecord, programme: str) -> Enrolment:
+    """The domain objects for a stored beneficiary record."""
+    addresses: list[FinancialAddress] = []
+    for channel, _ in mandate_addresses(record):
+        provider = record.provider if channel == record.channel else None
+        if channel == "ewallet" and record.msisdn:
+            addresses.append(WalletAddress(record.msisdn, provider))
+        elif channel == "bank" and record.bank_bin and record.account_number:
+            addresses.append(BankAccount(record.bank_bin, record.account_number, provider))
+        elif channel == "postal" and record.pay_point:
+            addresses.append(CashPickup(record.pay_point, bool(record.home_delivery), provider))
+    proxy = (
+        Proxy(record.proxy_name, record.proxy_relation or "", record.proxy_national_id)
+        if record.proxy_name
+        else None
+    )
+    area = Area(record.province_code, record.commune_code, record.district_code)
+    return Enrolment(
+        Beneficiary(
+            record.beneficiary_id,
+            record.full_name,
+            area,
+            record.category,
+            Status(record.status),
+            record.national_id,
+            dt.date.fromisoformat(record.birth_date) if record.birth_date else None,
+            Sex(record.sex) if record.sex else None,
+        ),
+        Decision(
+            programme,
+            record.category,
+            Period(record.first_period),
+            Decimal(record.coefficient) if record.coefficient else None,
+            Period(record.last_period) if record.last_period is not None else None,
+            Period(record.paid_through) if record.paid_through is not None else None,
+        ),
+        Mandate(
+            record.beneficiary_id,
+            tuple(addresses),
+            proxy,
+            dt.date.fromisoformat(record.mandate_valid_until)
+            if record.mandate_valid_until
+            else None,
+        ),
+    )

@@ -338,7 +338,8 @@ class SQLiteStore:
         if not readonly:
             db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
-        db.execute("PRAGMA cache_size = -131072")  # 128 MiB page cache
+        # 128 MiB page cache for the writer; a read-only worker streams and needs little.
+        db.execute(f"PRAGMA cache_size = {-65536 if readonly else -131072}")
         self._migrate()
 
     # -- plumbing -------------------------------------------------------------------------
