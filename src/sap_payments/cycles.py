@@ -355,12 +355,10 @@ class _Sink(Protocol):
     def flush(self) -> None: ...
 
 
-class _DirectSink:
-    """Straight into the ledger, inside the caller's transaction."""
+class _Batching:
+    """New instructions are written in batches of ``_BATCH``."""
 
-    def __init__(self, store: Store, at: str) -> None:
-        self.store = store
-        self.at = at
+    def __init__(self) -> None:
         self.batch: list[InstructionRecord] = []
 
     def add(self, instruction: InstructionRecord) -> None:
@@ -369,8 +367,23 @@ class _DirectSink:
             self.flush()
 
     def flush(self) -> None:
-        self.store.insert_instructions(self.batch, self.at)
+        self._write(self.batch)
         self.batch.clear()
+
+    def _write(self, batch: list[InstructionRecord]) -> None:
+        raise NotImplementedError  # pragma: no cover - each sink writes its own way
+
+
+class _DirectSink(_Batching):
+    """Straight into the ledger, inside the caller's transaction."""
+
+    def __init__(self, store: Store, at: str) -> None:
+        super().__init__()
+        self.store = store
+        self.at = at
+
+    def _write(self, batch: list[InstructionRecord]) -> None:
+        self.store.insert_instructions(batch, self.at)
 
     def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
         before, after = S(live.state), S(instruction.state)
@@ -414,10 +427,11 @@ class _DirectSink:
         )
 
 
-class _ScratchSink:
+class _ScratchSink(_Batching):
     """Into a worker's scratch file, for the parent to apply (see ``_apply_scratch``)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
@@ -431,16 +445,9 @@ class _ScratchSink:
             self.db.execute(f"CREATE TABLE {table} ({schema})")
         self.db.execute("BEGIN")
         self.insert = f"INSERT INTO new VALUES ({', '.join('?' * len(InstructionRecord._fields))})"
-        self.batch: list[InstructionRecord] = []
 
-    def add(self, instruction: InstructionRecord) -> None:
-        self.batch.append(instruction)
-        if len(self.batch) >= _BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        self.db.executemany(self.insert, self.batch)
-        self.batch.clear()
+    def _write(self, batch: list[InstructionRecord]) -> None:
+        self.db.executemany(self.insert, batch)
 
     def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
         self.db.execute(

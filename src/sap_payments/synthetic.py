@@ -53,6 +53,7 @@ from typing import IO, Any
 import attrs
 
 from sap_payments.periods import Period
+from sap_payments.roster import AREA_COLUMNS, ROSTER_COLUMNS
 
 __all__ = [
     "AREA_COLUMNS",
@@ -66,43 +67,6 @@ __all__ = [
     "write_roster_csv",
     "write_roster_xlsx",
 ]
-
-ROSTER_COLUMNS: tuple[str, ...] = (
-    "beneficiary_id",
-    "full_name",
-    "national_id",
-    "birth_date",
-    "sex",
-    "province_code",
-    "district_code",
-    "commune_code",
-    "category",
-    "coefficient",
-    "first_period",
-    "last_period",
-    "paid_through",
-    "status",
-    "channel",
-    "provider",
-    "msisdn",
-    "bank_bin",
-    "account_number",
-    "pay_point",
-    "proxy_name",
-    "proxy_national_id",
-    "proxy_relation",
-    "mandate_valid_until",
-    "home_delivery",
-)
-
-AREA_COLUMNS: tuple[str, ...] = (
-    "province_code",
-    "province_name",
-    "district_code",
-    "district_name",
-    "commune_code",
-    "commune_name",
-)
 
 
 def _nfc(text: str) -> str:
