@@ -1,0 +1,145 @@
+"""Provider plugins: discovered through the entry-point group ``sap_payments.providers``.
+
+Listing the plugins reads installed metadata only and imports nothing; a plugin is imported when
+it is first loaded. Each error names the distribution involved, so a clerk can tell which
+package to update or remove::
+
+    [project.entry-points."sap_payments.providers"]
+    mymoney = "sap_payments_mymoney:MyMoneyProvider"
+
+The object named is a :class:`~sap_payments.providers.ProviderFactory`: called with the provider
+instance's name and its settings (from ``sap-payments.toml``) it returns a provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import attrs
+
+from sap_payments.config import Config, ProviderConfig
+from sap_payments.errors import ConfigError, SapPaymentsError
+from sap_payments.providers import Provider, ProviderFactory
+
+__all__ = [
+    "GROUP",
+    "DuplicatePlugin",
+    "PluginError",
+    "PluginInfo",
+    "PluginLoadError",
+    "UnknownPlugin",
+    "available_plugins",
+    "load_plugin",
+    "open_provider",
+    "open_providers",
+]
+
+GROUP = "sap_payments.providers"
+
+
+class PluginError(SapPaymentsError):
+    """A provider plugin cannot be found or loaded."""
+
+
+class UnknownPlugin(PluginError, LookupError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known) or "none"
+        super().__init__(f"no provider plugin {name!r} is installed (installed: {listed})")
+        self.name = name
+
+
+class DuplicatePlugin(PluginError):
+    def __init__(self, name: str, distributions: list[str]) -> None:
+        super().__init__(
+            f"provider plugin {name!r} is claimed by several distributions: "
+            f"{', '.join(distributions)}; uninstall all but one"
+        )
+        self.name = name
+        self.distributions = distributions
+
+
+class PluginLoadError(PluginError):
+    def __init__(self, name: str, distribution: str, cause: BaseException) -> None:
+        super().__init__(
+            f"provider plugin {name!r} from distribution {distribution} failed to load: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.name = name
+        self.distribution = distribution
+
+
+@attrs.frozen
+class PluginInfo:
+    """An installed plugin, as its metadata describes it (nothing imported)."""
+
+    name: str
+    value: str  # "module:attribute"
+    distribution: str
+
+
+def _distribution(entry: EntryPoint) -> str:
+    dist = entry.dist
+    if dist is None:
+        return "(unknown distribution)"
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _entries() -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for entry in entry_points(group=GROUP):
+        found.setdefault(entry.name, []).append(entry)
+    return found
+
+
+def available_plugins() -> list[PluginInfo]:
+    """Every installed provider plugin, by name; imports nothing."""
+    return [
+        PluginInfo(name, entries[0].value, ", ".join(_distribution(e) for e in entries))
+        for name, entries in sorted(_entries().items())
+    ]
+
+
+def load_plugin(name: str) -> ProviderFactory:
+    """Import the plugin ``name`` and return its factory.
+
+    Raises:
+        UnknownPlugin: no installed distribution provides it.
+        DuplicatePlugin: more than one distribution claims the name.
+        PluginLoadError: importing it failed (the error names the distribution).
+    """
+    entries = _entries()
+    candidates = entries.get(name)
+    if not candidates:
+        raise UnknownPlugin(name, sorted(entries))
+    distributions = sorted({_distribution(e) for e in candidates})
+    if len(distributions) > 1:
+        raise DuplicatePlugin(name, distributions)
+    entry = candidates[0]
+    try:
+        factory = entry.load()
+    except Exception as exc:  # any import-time failure of third-party code, re-raised typed
+        raise PluginLoadError(name, _distribution(entry), exc) from exc
+    if not callable(factory):
+        raise PluginLoadError(name, _distribution(entry), TypeError("not callable"))
+    return factory  # type: ignore[no-any-return]
+
+
+def open_provider(config: ProviderConfig) -> Provider:
+    """A provider instance bound to its settings."""
+    factory = load_plugin(config.plugin)
+    settings: Mapping[str, Any] = dict(config.settings)
+    provider = factory(config.name, settings)
+    if config.channel not in provider.capabilities.channels:
+        raise ConfigError(
+            f"plugin {config.plugin} does not pay through {config.channel}",
+            source=None,
+            key=f"providers.{config.name}",
+        )
+    return provider
+
+
+def open_providers(config: Config) -> dict[str, Provider]:
+    """Every provider instance the configuration names (imported now)."""
+    return {name: open_provider(provider) for name, provider in config.providers.items()}

@@ -1,0 +1,186 @@
+"""The provider protocol: how sap_payments talks to whoever moves the money.
+
+A provider is any object with the attributes and methods of :class:`Provider` — no subclassing.
+Optional abilities are declared in :class:`Capabilities` and checked by the caller (a provider
+without ``status_query`` is never asked for a status); they are not discovered by catching
+``NotImplementedError``.
+
+What crosses the boundary:
+
+* out: :class:`Payment` — the instruction's key, amount, financial address, payee name and a
+  reference text; nothing else about the beneficiary (no national id, no birth date);
+* back: :class:`Result` — paid, failed (with a :class:`Reason`), returned, unclaimed, pending,
+  or ``NOT_FOUND`` (the provider says, authoritatively, it never received the key);
+* errors: :class:`ProviderTimeout` when the outcome is unknown (the payment may have been
+  applied), :class:`ProviderUnavailable` when nothing was sent.
+
+Submitting is idempotent by key: sending the same key twice never pays twice. sap_payments uses
+the instruction id as the key, for every attempt.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from sap_payments.beneficiaries import Channel, FinancialAddress
+from sap_payments.errors import SapPaymentsError
+from sap_payments.money import Money
+
+__all__ = [
+    "AddressCheck",
+    "Capabilities",
+    "Payment",
+    "Provider",
+    "ProviderError",
+    "ProviderFactory",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "Reason",
+    "Result",
+    "ResultKind",
+]
+
+
+class ResultKind(enum.StrEnum):
+    PAID = "paid"  # the money reached the payee's account, or was collected
+    PENDING = "pending"  # received and in progress (accepted, not final)
+    FAILED = "failed"  # not paid, final; see the reason
+    RETURNED = "returned"  # paid, then came back
+    UNCLAIMED = "unclaimed"  # cash not collected within the payment window
+    NOT_FOUND = "not_found"  # the provider never received this key (safe to send again)
+
+
+class Reason(enum.StrEnum):
+    """Why a payment failed or came back, in sap_payments' words (providers map theirs)."""
+
+    INACTIVE_WALLET = "inactive_wallet"
+    CLOSED_ACCOUNT = "closed_account"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    NAME_MISMATCH = "name_mismatch"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    PAYEE_DECEASED = "payee_deceased"
+    REFUSED = "refused"
+    DUPLICATE = "duplicate"
+    PROVIDER_ERROR = "provider_error"
+    OTHER = "other"
+
+    @property
+    def dead_address(self) -> bool:
+        """The address itself cannot be paid: the next cycle uses the mandate's next address."""
+        return self in _DEAD
+
+
+_DEAD = frozenset({Reason.INACTIVE_WALLET, Reason.CLOSED_ACCOUNT, Reason.UNKNOWN_ACCOUNT})
+
+
+@attrs.frozen
+class Capabilities:
+    """What a provider can do, declared up front."""
+
+    channels: frozenset[Channel]
+    max_batch: int = 1000
+    status_query: bool = True
+    callbacks: bool = False
+    cancellation: bool = False
+    address_validation: bool = False
+    enrolment: bool = False
+
+
+@attrs.frozen
+class Payment:
+    """One payment as a provider sees it."""
+
+    key: str  # idempotency key: the instruction id
+    amount: Money
+    address: FinancialAddress
+    payee_name: str
+    reference: str  # remittance text, e.g. "monthly-allowance 2021-09"
+
+
+@attrs.frozen
+class Result:
+    """What a provider says happened to one payment."""
+
+    key: str
+    kind: ResultKind
+    reason: Reason | None = None
+    provider_reference: str | None = None
+    provider_code: str | None = None  # the provider's own code, kept apart from ours
+    provider_message: str | None = None
+    amount: Money | None = None
+
+
+@attrs.frozen
+class AddressCheck:
+    """The answer to "can this address be paid?" asked before money moves."""
+
+    ok: bool
+    reason: Reason | None = None
+    name_matches: bool | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A configured provider instance (a plugin bound to its settings)."""
+
+    name: str
+    capabilities: Capabilities
+
+    def submit(self, payments: Sequence[Payment]) -> list[Result]:
+        """Send payments; idempotent by key. Returns what is known at once (often PENDING).
+
+        Raises:
+            ProviderTimeout: the outcome is unknown — some payments may have been applied.
+            ProviderUnavailable: nothing was sent.
+        """
+        ...
+
+    def status(self, keys: Sequence[str]) -> list[Result]:
+        """The current result of each key (``NOT_FOUND`` when never received)."""
+        ...
+
+    def validate(self, address: FinancialAddress, payee_name: str | None = None) -> AddressCheck:
+        """Check an address before payment (capability ``address_validation``)."""
+        ...
+
+    def parse_report(self, data: bytes) -> list[Result]:
+        """Turn a report or callback body from the provider into results."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ProviderFactory(Protocol):
+    """What an entry point of group ``sap_payments.providers`` names."""
+
+    def __call__(self, name: str, settings: Mapping[str, Any]) -> Provider: ...
+
+
+class ProviderError(SapPaymentsError):
+    """A provider refused or failed a request. ``provider_code``/``provider_message`` are the
+    provider's own words, kept apart from ours."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        provider_code: str | None = None,
+        provider_message: str | None = None,
+    ) -> None:
+        super().__init__(f"provider {provider}: {message}")
+        self.provider = provider
+        self.provider_code = provider_code
+        self.provider_message = provider_message
+
+
+class ProviderTimeout(ProviderError):
+    """No answer in time: the payments may or may not have been applied (outcome unknown)."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached; nothing was sent."""
