@@ -157,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
     appr.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     appr.add_argument("--by", required=True, help="the approver's name")
     programme(appr)
+    for action, text in (
+        ("dispatch", "send the cycle's READY instructions to their providers"),
+        ("reconcile", "ask the providers about open instructions and apply the answers"),
+        ("close", "close the cycle (refused while anything is open); freezes settlement"),
+    ):
+        sub = cycles.add_parser(action, help=text, parents=[common])
+        sub.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+        programme(sub)
     show = cycles.add_parser("show", help="list a cycle's instructions", parents=[common])
     show.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(show)
@@ -285,6 +293,34 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 f"cycle {approval.period} approved by {approval.approved_by}: "
                 f"{approval.ready:,} instructions ready, total {approval.total}; "
                 f"{approval.cancelled_held:,} held instructions cancelled (their months stay due)\n"
+            )
+            return
+        if args.action == "dispatch":
+            progress = _progress(args, "instructions sent")
+            try:
+                sent = ledger.dispatch(args.period, programme=args.programme, progress=progress)
+            finally:
+                progress.done()
+            out.write(
+                f"cycle {args.period}: {sent.sent:,} instructions sent in {sent.batches:,} "
+                f"batches — {sent.paid:,} paid, {sent.failed:,} failed, {sent.pending:,} "
+                f"pending, {sent.unknown:,} unknown (a status query will settle them)\n"
+            )
+            for error in sent.errors:
+                out.write(f"  warning: {error}\n")
+            return
+        if args.action == "reconcile":
+            done = ledger.reconcile(args.period, programme=args.programme)
+            out.write(
+                f"cycle {args.period}: {done.queried:,} queried, {done.applied:,} results "
+                f"applied, {done.ignored:,} stale results ignored; {done.open:,} still open\n"
+            )
+            return
+        if args.action == "close":
+            closed = ledger.close_cycle(args.period, programme=args.programme)
+            out.write(
+                f"cycle {closed.period} closed: {closed.paid:,} of {closed.instructed:,} "
+                "instructions paid; settlement figures frozen\n"
             )
             return
         cycle = ledger.cycle(args.period, programme=args.programme)

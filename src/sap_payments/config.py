@@ -6,6 +6,13 @@
     programme = "monthly-allowance"       # optional, the default programme id
     rules = "rules.toml"                  # optional: a rule set instead of the Vietnamese default
                                           # (relative paths are relative to this file)
+    outbox = "outbox"                     # optional: where dispatch writes batch files
+
+    [channels]                            # optional: who pays a channel a beneficiary falls
+    postal = "vnpost"                     # back to (default: the first provider of it)
+
+    [fallback_pay_points]                 # optional: cash at the commune's post office when
+    "20107" = "BD-20107"                  # every address of a mandate has failed
 
     [providers.viettelpay]                # a configured provider instance, named as on the roster
     plugin = "sandbox-ewallet"            # the plugin that implements it
@@ -53,6 +60,22 @@ class Config:
     rules: Path | None = None
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=lambda: MappingProxyType({}))
     source: str | None = None
+    #: channel → the provider instance that pays it when a beneficiary falls back to it
+    channels: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
+    #: commune code → pay point for cash when every address of a mandate has failed
+    fallback_pay_points: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
+    #: where dispatch writes each batch's payload and manifest (None: no files)
+    outbox: Path | None = None
+
+    @property
+    def channel_providers(self) -> dict[str, str]:
+        """channel → provider: ``[channels]`` where given, else the first provider configured
+        for the channel."""
+        found: dict[str, str] = {}
+        for name, provider in self.providers.items():
+            found.setdefault(provider.channel.value, name)
+        found.update(self.channels)
+        return found
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Config:
@@ -71,7 +94,15 @@ class Config:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
-        unknown = set(data) - {"currency", "programme", "rules", "providers"}
+        unknown = set(data) - {
+            "currency",
+            "programme",
+            "rules",
+            "providers",
+            "channels",
+            "fallback_pay_points",
+            "outbox",
+        }
         if unknown:
             raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
         currency = data.get("currency", "VND")
@@ -112,7 +143,39 @@ class Config:
             providers[name] = ProviderConfig(
                 name, plugin, channel_value, MappingProxyType(settings)
             )
-        return cls(currency, programme, rules_path, MappingProxyType(providers), source)
+        channels = _string_table(data, "channels", source)
+        for channel, provider_name in channels.items():
+            if channel not in {c.value for c in Channel}:
+                raise ConfigError(
+                    "not a channel (ewallet, bank, postal)",
+                    source=source,
+                    key=f"channels.{channel}",
+                )
+            if provider_name not in providers:
+                raise ConfigError(
+                    f"provider {provider_name!r} is not configured",
+                    source=source,
+                    key=f"channels.{channel}",
+                )
+        pay_points = _string_table(data, "fallback_pay_points", source)
+        outbox = data.get("outbox")
+        if outbox is not None and (not isinstance(outbox, str) or not outbox):
+            raise ConfigError("must be a directory path", source=source, key="outbox")
+        outbox_path = None
+        if outbox is not None:
+            outbox_path = Path(outbox)
+            if not outbox_path.is_absolute() and source != "<string>":
+                outbox_path = Path(source).parent / outbox_path
+        return cls(
+            currency,
+            programme,
+            rules_path,
+            MappingProxyType(providers),
+            source,
+            MappingProxyType(channels),
+            MappingProxyType(pay_points),
+            outbox_path,
+        )
 
     @classmethod
     def find(cls, path: str | os.PathLike[str] | None = None) -> Config:
@@ -121,3 +184,12 @@ class Config:
             return cls.load(path)
         default = Path("sap-payments.toml")
         return cls.load(default) if default.is_file() else cls()
+
+
+def _string_table(data: Mapping[str, Any], key: str, source: str) -> dict[str, str]:
+    table = data.get(key, {})
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in table.items()
+    ):
+        raise ConfigError("must be a table of names to non-empty strings", source=source, key=key)
+    return dict(table)

@@ -33,6 +33,7 @@ from sap_payments.instructions import (
 )
 from sap_payments.money import Money
 from sap_payments.periods import Period
+from sap_payments.providers import Reason
 from sap_payments.rules import RuleSet, canonical_coefficient
 from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import (
@@ -57,6 +58,9 @@ S = InstructionState
 PREPARED: Final = "prepared"
 APPROVED: Final = "approved"
 MANDATE_EXPIRED: Final = "mandate expired"
+NO_ADDRESS: Final = "no payable address: every address of the mandate has failed"
+#: Failure reasons that make an address dead: the next cycle pays through the next one.
+_DEAD_REASONS: Final = tuple(r.value for r in Reason if r.dead_address)
 _BATCH: Final = 5000
 _CHANNEL_ORDER: Final = ("ewallet", "bank", "postal")
 
@@ -188,10 +192,15 @@ def prepare(
     programme: str = DEFAULT_PROGRAMME,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    channel_providers: Mapping[str, str] | None = None,
+    fallback_pay_points: Mapping[str, str] | None = None,
 ) -> PrepareResult:
     """Compute the cycle's instructions; again and again until it is approved.
 
     Args:
+        channel_providers: the provider that pays each channel when a beneficiary falls back
+            to an address of another channel than the roster's (channel → provider name).
+        fallback_pay_points: commune → pay point for cash when every address has failed.
         workers: processes that compute slices of a large payroll in parallel (SQLite ledger,
             at least ``PARALLEL_MIN_BENEFICIARIES`` beneficiaries); 1 computes in this process.
 
@@ -215,10 +224,27 @@ def prepare(
         at = _now()
         if names and isinstance(store, SQLiteStore):
             result = _prepare_parallel(
-                store, workers, names, rules, programme, period, at, progress
+                store,
+                workers,
+                names,
+                rules,
+                programme,
+                period,
+                at,
+                progress,
+                channel_providers,
+                fallback_pay_points,
             )
         else:
-            run = _Preparation(store, rules, programme, period, _DirectSink(store, at))
+            run = _Preparation(
+                store,
+                rules,
+                programme,
+                period,
+                _DirectSink(store, at),
+                channel_providers,
+                fallback_pay_points,
+            )
             run.run(progress)
             result = run.partial().result(programme, period, rules.currency)
         if existing_cycle is not None and not (
@@ -471,12 +497,16 @@ def _prepare_range(
     period: int,
     start: str | None,
     stop: str | None,
+    channel_providers: Mapping[str, str] | None,
+    fallback_pay_points: Mapping[str, str] | None,
 ) -> _Partial:
     """In a worker: prepare the beneficiaries in [start, stop) into a scratch file."""
     store = SQLiteStore(ledger, readonly=True)
     sink = _ScratchSink(scratch)
     try:
-        run = _Preparation(store, rules, programme, Period(period), sink)
+        run = _Preparation(
+            store, rules, programme, Period(period), sink, channel_providers, fallback_pay_points
+        )
         run.run(count_progress, start, stop, progress_step=True)
     finally:
         sink.close()
@@ -493,6 +523,8 @@ def _prepare_parallel(
     period: Period,
     at: str,
     progress: Callable[[int], None] | None,
+    channel_providers: Mapping[str, str] | None,
+    fallback_pay_points: Mapping[str, str] | None,
 ) -> PrepareResult:
     points = store.split_points(programme, len(names))
     bounds: list[str | None] = [None, *points, None]
@@ -526,6 +558,8 @@ def _prepare_parallel(
                         period.ordinal,
                         start,
                         stop,
+                        dict(channel_providers or {}),
+                        dict(fallback_pay_points or {}),
                     ),
                 )
                 for n, (start, stop) in enumerate(ranges)
@@ -549,13 +583,22 @@ class _Preparation:
     """
 
     def __init__(
-        self, store: Store, rules: RuleSet, programme: str, period: Period, sink: _Sink
+        self,
+        store: Store,
+        rules: RuleSet,
+        programme: str,
+        period: Period,
+        sink: _Sink,
+        channel_providers: Mapping[str, str] | None = None,
+        fallback_pay_points: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.programme = programme
         self.period = period
         self.sink = sink
+        self.channel_providers: Mapping[str, str] = channel_providers or {}
+        self.fallback_pay_points: Mapping[str, str] = fallback_pay_points or {}
         self._partial = _Partial()
         self._amounts: dict[tuple[int, str], int] = {}
         self._coefficients = {
@@ -565,6 +608,30 @@ class _Preparation:
 
     def partial(self) -> _Partial:
         return self._partial
+
+    def _fallback(
+        self, record: BeneficiaryRecord, dead: list[str]
+    ) -> tuple[str, str, str, str | None]:
+        """(channel, address, provider, held reason) once the roster's address has failed for
+        good: the mandate's next address, else cash at the commune's default pay point."""
+        candidates = [pair for pair in mandate_addresses(record) if pair[1] not in dead]
+        pay_point = self.fallback_pay_points.get(record.commune_code)
+        if pay_point is not None and f"postal:{pay_point}" not in dead:
+            candidates.append(("postal", f"postal:{pay_point}"))
+        for channel, address in candidates:
+            provider = (
+                record.provider
+                if channel == record.channel
+                else self.channel_providers.get(channel)
+            )
+            if provider is not None:
+                return channel, address, provider, None
+        return (
+            record.channel,
+            _address(record, record.channel) or "",
+            record.provider,
+            NO_ADDRESS,
+        )
 
     def amount(self, month: int, coefficient: str) -> int:
         key = (month, coefficient)
@@ -603,8 +670,10 @@ class _Preparation:
             (record.beneficiary_id, record)
             for record, _ in store.cycle_instructions(programme, cycle, start=start, stop=stop)
         )
+        dead = _group(store.dead_addresses(programme, _DEAD_REASONS, start, stop))
         next_taken = next(taken, None)
         next_existing = next(existing, None)
+        next_dead = next(dead, None)
         seen = 0
         for record in store.beneficiaries(programme, start, stop):
             seen += 1
@@ -621,6 +690,11 @@ class _Preparation:
                 if next_existing[0] == beneficiary_id:
                     earlier = next_existing[1]
                 next_existing = next(existing, None)
+            dead_addresses: list[str] | None = None
+            while next_dead is not None and next_dead[0] <= beneficiary_id:
+                if next_dead[0] == beneficiary_id:
+                    dead_addresses = next_dead[1]
+                next_dead = next(dead, None)
 
             months = due_months(
                 cycle,
@@ -657,7 +731,7 @@ class _Preparation:
                     )
                     + "]"
                 )
-            channel = record.channel
+            channel, provider = record.channel, record.provider
             address = _address(record, channel)
             if address is None:  # pragma: no cover - the roster import guarantees it
                 channel, address = mandate_addresses(record)[0]
@@ -668,8 +742,11 @@ class _Preparation:
                 and record.mandate_valid_until < first_day
                 else None
             )
+            if dead_addresses is not None and address in dead_addresses:
+                channel, address, provider, why = self._fallback(record, dead_addresses)
+                held = held or why
             tally(
-                record.provider,
+                provider,
                 (record.province_code, record.district_code, record.commune_code),
                 total,
                 held is not None,
@@ -688,7 +765,7 @@ class _Preparation:
                 held_state if held else created_state,
                 held,
                 channel,
-                record.provider,
+                provider,
                 address,
                 "beneficiary" if record.proxy_name is None else "proxy",
                 record.full_name if record.proxy_name is None else record.proxy_name,

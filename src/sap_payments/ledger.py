@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,8 +40,20 @@ from sap_payments.cycles import (
     mandate_addresses,
     prepare,
 )
+from sap_payments.dispatch import (
+    ApplyResult,
+    CloseResult,
+    DispatchResult,
+    ReconcileResult,
+    apply_results,
+    close_cycle,
+    dispatch,
+    reconcile,
+)
 from sap_payments.errors import CycleNotFound
 from sap_payments.periods import Period
+from sap_payments.plugins import open_providers
+from sap_payments.providers import Provider, Result
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
 from sap_payments.sqlite_store import SQLiteStore
@@ -59,6 +71,8 @@ class Ledger:
     store: SQLiteStore
     config: Config = attrs.field(factory=Config)
     rules: RuleSet = attrs.field(factory=RuleSet.vietnam_default)
+    #: provider instances by name; opened from the configuration when first needed
+    providers: dict[str, Provider] | None = None
 
     @classmethod
     def open(
@@ -76,7 +90,48 @@ class Ledger:
         return cls(SQLiteStore(Path(path), durable=durable), config, rules)
 
     def close(self) -> None:
+        """Close the ledger (and the providers it opened)."""
+        for provider in (self.providers or {}).values():
+            provider.close()
         self.store.close()
+
+    def provider_instances(self) -> dict[str, Provider]:
+        """The configured providers, opened through their plugins on first use."""
+        if self.providers is None:
+            self.providers = open_providers(self.config)
+        return self.providers
+
+    def dispatch(
+        self, period: Period | str, *, programme: str | None = None, progress: Progress = None
+    ) -> DispatchResult:
+        """Send the cycle's READY instructions (see :func:`sap_payments.dispatch.dispatch`)."""
+        return dispatch(
+            self.store,
+            period,
+            providers=self.provider_instances(),
+            programme=programme or self.config.programme,
+            outbox=self.config.outbox,
+            progress=progress,
+        )
+
+    def reconcile(self, period: Period | str, *, programme: str | None = None) -> ReconcileResult:
+        """Query providers for open instructions and apply the answers."""
+        return reconcile(
+            self.store,
+            period,
+            providers=self.provider_instances(),
+            programme=programme or self.config.programme,
+        )
+
+    def apply_results(
+        self, results: Iterable[Result], *, provider: str | None = None
+    ) -> ApplyResult:
+        """Apply results from a provider's report or callback."""
+        return apply_results(self.store, results, provider=provider)
+
+    def close_cycle(self, period: Period | str, *, programme: str | None = None) -> CloseResult:
+        """Close a cycle once nothing is open; freezes its settlement figures."""
+        return close_cycle(self.store, period, programme=programme or self.config.programme)
 
     def __enter__(self) -> Ledger:
         return self
@@ -133,6 +188,8 @@ class Ledger:
             programme=programme or self.config.programme,
             progress=progress,
             workers=workers,
+            channel_providers=self.config.channel_providers,
+            fallback_pay_points=self.config.fallback_pay_points,
         )
 
     def approve(

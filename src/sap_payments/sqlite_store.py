@@ -23,6 +23,7 @@ from sap_payments.errors import SchemaVersionError, StoreError
 from sap_payments.store import (
     DETAILS_FROM,
     AreaRecord,
+    BatchRecord,
     BeneficiaryRecord,
     CycleRecord,
     EventRecord,
@@ -30,6 +31,7 @@ from sap_payments.store import (
     ImportSummary,
     InstructionRecord,
     LineRecord,
+    Move,
 )
 
 __all__ = ["SQLiteStore", "write_staging"]
@@ -235,6 +237,42 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         detail TEXT
     );
     """,
+    # 2: dispatch — batches (the outbox's manifests), each instruction's batch and outcome,
+    # and the settlement figures frozen when a cycle closes
+    """
+    ALTER TABLE instructions ADD COLUMN batch_id TEXT;
+    ALTER TABLE instructions ADD COLUMN reason TEXT;
+    ALTER TABLE instructions ADD COLUMN provider_reference TEXT;
+    CREATE INDEX instructions_by_batch ON instructions (batch_id) WHERE batch_id IS NOT NULL;
+
+    CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        payments INTEGER NOT NULL,
+        control_sum INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        answered_at TEXT,
+        outcome TEXT
+    );
+
+    CREATE TABLE settlements (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        province_code TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        commune_code TEXT NOT NULL,
+        state TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        frozen_at TEXT NOT NULL
+    );
+    CREATE INDEX settlements_by_cycle ON settlements (programme, period);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -257,6 +295,9 @@ def _differs(new: str, old: str) -> str:
     """SQL: the row ``new`` differs from ``old`` in some roster column (NULL-safe)."""
     return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _BENEFICIARY_COLUMNS[1:]) + ")"
 
+
+#: States that release an instruction's claims (its months are due again).
+_RELEASING: Final = frozenset({"FAILED", "RETURNED", "UNCLAIMED", "CANCELLED"})
 
 #: SQL: beneficiary_id within [start, stop), either bound open when NULL (bind each twice).
 _RANGE: Final = "(? IS NULL OR beneficiary_id >= ?) AND (? IS NULL OR beneficiary_id < ?)"
@@ -811,6 +852,154 @@ class SQLiteStore:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             events,
         )
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def instructions_in_states(
+        self, programme: str, period: int, states: Sequence[str]
+    ) -> list[InstructionRecord]:
+        marks = _placeholders(len(states))
+        return [
+            InstructionRecord._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+                f"WHERE programme = ? AND period = ? AND state IN ({marks}) "
+                "ORDER BY provider, beneficiary_id, seq",
+                (programme, period, *states),
+            )
+        ]
+
+    def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]:
+        found: list[InstructionRecord] = []
+        for start in range(0, len(instruction_ids), 500):
+            chunk = instruction_ids[start : start + 500]
+            found.extend(
+                InstructionRecord._make(row)
+                for row in self._db.execute(
+                    f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+                    f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
+
+    def add_batch(self, batch: BatchRecord, instruction_ids: Sequence[str]) -> None:
+        self._db.execute(
+            f"INSERT INTO batches ({', '.join(BatchRecord._fields)}) "
+            f"VALUES ({_placeholders(len(BatchRecord._fields))})",
+            batch,
+        )
+        self._db.executemany(
+            "UPDATE instructions SET batch_id = ? WHERE instruction_id = ?",
+            ((batch.batch_id, ident) for ident in instruction_ids),
+        )
+
+    def answer_batch(self, batch_id: str, at: str, outcome: str) -> None:
+        self._db.execute(
+            "UPDATE batches SET answered_at = ?, outcome = ? WHERE batch_id = ?",
+            (at, outcome, batch_id),
+        )
+
+    def batches(self, programme: str, period: int) -> list[BatchRecord]:
+        return [
+            BatchRecord._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(BatchRecord._fields)} FROM batches "
+                "WHERE programme = ? AND period = ? ORDER BY created_at, batch_id",
+                (programme, period),
+            )
+        ]
+
+    def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
+        if not moves:
+            return
+        db = self._db
+        db.executemany(
+            "UPDATE instructions SET state = ? WHERE instruction_id = ?",
+            ((move.to_state, move.instruction_id) for move in moves),
+        )
+        released = [(m.instruction_id,) for m in moves if m.to_state in _RELEASING]
+        if released:
+            db.executemany(
+                "DELETE FROM claims WHERE (programme, beneficiary_id, instruction_id) = "
+                "(SELECT programme, beneficiary_id, instruction_id FROM instructions "
+                " WHERE instruction_id = ?)",
+                released,
+            )
+        db.executemany(
+            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (at, m.kind, m.instruction_id, m.from_state, m.to_state, actor, m.detail)
+                for m in moves
+            ),
+        )
+
+    def record_outcomes(self, rows: Iterable[tuple[str, str | None, str | None]]) -> None:
+        self._db.executemany(
+            "UPDATE instructions SET reason = coalesce(?, reason), "
+            "provider_reference = coalesce(?, provider_reference) WHERE instruction_id = ?",
+            ((reason, reference, ident) for ident, reason, reference in rows),
+        )
+
+    def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:
+        return {
+            str(ident): (reason, reference)
+            for ident, reason, reference in self._db.execute(
+                "SELECT instruction_id, reason, provider_reference FROM instructions "
+                "WHERE programme = ? AND period = ?",
+                (programme, period),
+            )
+        }
+
+    def dead_addresses(
+        self,
+        programme: str,
+        reasons: Sequence[str],
+        start: str | None = None,
+        stop: str | None = None,
+    ) -> Iterator[tuple[str, str]]:
+        cursor = self._db.execute(
+            "SELECT beneficiary_id, address FROM instructions "
+            f"WHERE programme = ? AND state = 'FAILED' AND {_RANGE} "
+            f"AND reason IN ({_placeholders(len(reasons))}) ORDER BY beneficiary_id",
+            (programme, start, start, stop, stop, *reasons),
+        )
+        while batch := cursor.fetchmany(4096):
+            yield from batch
+
+    def freeze_settlement(self, programme: str, period: int, at: str) -> None:
+        self._db.execute(
+            "DELETE FROM settlements WHERE programme = ? AND period = ?", (programme, period)
+        )
+        self._db.execute(
+            "INSERT INTO settlements SELECT programme, period, provider, province_code, "
+            "district_code, commune_code, state, count(*), sum(amount), ? FROM instructions "
+            "WHERE programme = ? AND period = ? GROUP BY provider, province_code, "
+            "district_code, commune_code, state",
+            (at, programme, period),
+        )
+
+    def settlement(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, str, str, int, int]]:
+        frozen = self._db.execute(
+            "SELECT provider, province_code, district_code, commune_code, state, count, amount "
+            "FROM settlements WHERE programme = ? AND period = ? "
+            "ORDER BY provider, province_code, district_code, commune_code, state",
+            (programme, period),
+        ).fetchall()
+        if frozen:
+            return [tuple(row) for row in frozen]
+        return [
+            tuple(row)
+            for row in self._db.execute(
+                "SELECT provider, province_code, district_code, commune_code, state, count(*), "
+                "sum(amount) FROM instructions WHERE programme = ? AND period = ? "
+                "GROUP BY provider, province_code, district_code, commune_code, state "
+                "ORDER BY provider, province_code, district_code, commune_code, state",
+                (programme, period),
+            )
+        ]
 
     def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]:
         columns = "seq, at, kind, instruction_id, from_state, to_state, actor, detail"

@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "DETAILS_FROM",
     "AreaRecord",
+    "BatchRecord",
     "BeneficiaryRecord",
     "CycleRecord",
     "EventRecord",
@@ -23,6 +24,7 @@ __all__ = [
     "ImportSummary",
     "InstructionRecord",
     "LineRecord",
+    "Move",
     "Store",
 ]
 
@@ -126,6 +128,32 @@ class EventRecord(NamedTuple):
     to_state: str | None
     actor: str | None
     detail: str | None
+
+
+class BatchRecord(NamedTuple):
+    """A batch sent to one provider: the outbox manifest written before the call."""
+
+    batch_id: str
+    provider: str
+    programme: str
+    period: int
+    payments: int
+    control_sum: int
+    currency: str
+    sha256: str
+    created_at: str
+    answered_at: str | None = None
+    outcome: str | None = None  # "answered" | "timeout" | "unavailable" | "error"
+
+
+class Move(NamedTuple):
+    """One instruction's state change, checked against the transition table by the caller."""
+
+    instruction_id: str
+    from_state: str
+    to_state: str
+    kind: str  # the event kind, e.g. "instruction.paid"
+    detail: str | None = None
 
 
 class ImportRecord(NamedTuple):
@@ -268,5 +296,55 @@ class Store(Protocol):
         ...
 
     def append_events(self, events: Iterable[EventRecord]) -> None: ...
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def instructions_in_states(
+        self, programme: str, period: int, states: Sequence[str]
+    ) -> list[InstructionRecord]:
+        """The cycle's instructions in any of ``states``, by provider then beneficiary_id."""
+        ...
+
+    def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]: ...
+
+    def add_batch(self, batch: BatchRecord, instruction_ids: Sequence[str]) -> None:
+        """Record a batch and which instructions it carries."""
+        ...
+
+    def answer_batch(self, batch_id: str, at: str, outcome: str) -> None: ...
+
+    def batches(self, programme: str, period: int) -> list[BatchRecord]: ...
+
+    def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
+        """Set each instruction's new state, release the claims of those that end FAILED,
+        RETURNED, UNCLAIMED or CANCELLED, and record one event a move."""
+        ...
+
+    def record_outcomes(self, rows: Iterable[tuple[str, str | None, str | None]]) -> None:
+        """(instruction_id, reason, provider_reference) of results."""
+        ...
+
+    def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:
+        """instruction_id → (reason, provider_reference) for the cycle's instructions."""
+        ...
+
+    def dead_addresses(
+        self,
+        programme: str,
+        reasons: Sequence[str],
+        start: str | None = None,
+        stop: str | None = None,
+    ) -> Iterator[tuple[str, str]]:
+        """(beneficiary_id, address) of FAILED instructions whose reason says the address is
+        dead, by beneficiary_id; for ids in [start, stop) when given."""
+        ...
+
+    def freeze_settlement(self, programme: str, period: int, at: str) -> None: ...
+
+    def settlement(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, str, str, int, int]]:
+        """(provider, province, district, commune, state, count, amount): frozen when the cycle
+        is closed, else live."""
+        ...
 
     def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]: ...

@@ -43,15 +43,15 @@ import functools
 import os
 import random
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
+from sap_payments._files import atomic_file
 from sap_payments.periods import Period
 from sap_payments.roster import AREA_COLUMNS, ROSTER_COLUMNS
 
@@ -691,45 +691,11 @@ def roster_rows(spec: RosterSpec) -> Iterator[tuple[str, ...]]:
 _CHUNK = 8192
 
 
-@contextlib.contextmanager
-def _atomic_file(target: Path, mode: str) -> Iterator[IO[Any]]:
-    """Write ``target`` through a temporary file in the same directory, then rename it in place.
-
-    A reader sees either the old file or the whole new one, never a partial file; on error the
-    temporary file is removed and ``target`` is left as it was. As with ``tempfile.mkstemp``, the
-    file is readable by its owner only (0600): files in the roster format usually hold personal
-    data.
-    """
-    directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        if mode == "w":
-            fh: IO[Any] = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        else:
-            fh = os.fdopen(fd, "wb")
-        with fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    # Make the rename itself durable (POSIX; directories cannot be opened on Windows).
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def _write_csv(
     path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> int:
     count = 0
-    with _atomic_file(Path(path), "w") as fh:
+    with atomic_file(Path(path), "w") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         iterator = iter(rows)
@@ -767,7 +733,7 @@ def write_roster_xlsx(path: str | os.PathLike[str], rows: Iterable[Sequence[str]
     except BaseException:
         _discard_sheet(sheet)
         raise
-    with _atomic_file(Path(path), "wb") as fh:
+    with atomic_file(Path(path), "wb") as fh:
         workbook.save(fh)
     return count
 

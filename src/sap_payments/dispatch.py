@@ -1,0 +1,459 @@
+"""Dispatch, reconciliation and closing of an approved cycle.
+
+The guarantees, each a test:
+
+* **Outbox.** Before a provider is called, the batch's manifest (count, control sum, SHA-256 of
+  the payload) and the move of its instructions READY → SUBMITTED are committed together. A
+  crash at any point leaves either READY instructions (never sent) or SUBMITTED ones with a
+  recorded batch; a rerun resolves the latter by a status query and never sends them blind.
+* **Unknown is a state.** A timeout moves the batch's instructions to UNKNOWN. Only a status
+  query (or a report) settles them; a resend happens only after the provider says, with
+  ``NOT_FOUND``, that it never received the key — and it carries the same key, which the
+  provider deduplicates.
+* **Results only move forward.** A result is applied through the transition table; a late,
+  repeated or out-of-order result that would move a final state, or move backwards, is ignored
+  (and recorded as an ``result.ignored`` event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from sap_payments._files import write_atomically
+from sap_payments.beneficiaries import parse_address
+from sap_payments.config import DEFAULT_PROGRAMME
+from sap_payments.errors import CycleNotFound, CycleStateError
+from sap_payments.instructions import OPEN_STATES, InstructionState, check_transition
+from sap_payments.money import Money
+from sap_payments.periods import Period
+from sap_payments.providers import (
+    Payment,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    Result,
+    ResultKind,
+)
+from sap_payments.store import BatchRecord, EventRecord, InstructionRecord, Move, Store
+
+__all__ = [
+    "ApplyResult",
+    "CloseResult",
+    "DispatchResult",
+    "ReconcileResult",
+    "apply_results",
+    "close_cycle",
+    "dispatch",
+    "payment_of",
+    "reconcile",
+]
+
+S = InstructionState
+APPROVED: Final = "approved"
+CLOSED: Final = "closed"
+
+#: How a result moves an instruction, from each state it may find it in. A pair missing here
+#: means the result is stale (late, repeated, out of order) and is ignored.
+_PATHS: Final[Mapping[tuple[ResultKind, S], tuple[S, ...]]] = {
+    (ResultKind.PENDING, S.SUBMITTED): (S.ACCEPTED,),
+    (ResultKind.PENDING, S.UNKNOWN): (S.ACCEPTED,),
+    (ResultKind.PAID, S.SUBMITTED): (S.PAID,),
+    (ResultKind.PAID, S.ACCEPTED): (S.PAID,),
+    (ResultKind.PAID, S.UNKNOWN): (S.PAID,),
+    (ResultKind.FAILED, S.SUBMITTED): (S.FAILED,),
+    (ResultKind.FAILED, S.ACCEPTED): (S.FAILED,),
+    (ResultKind.FAILED, S.UNKNOWN): (S.FAILED,),
+    (ResultKind.RETURNED, S.PAID): (S.RETURNED,),
+    (ResultKind.RETURNED, S.ACCEPTED): (S.PAID, S.RETURNED),
+    (ResultKind.RETURNED, S.SUBMITTED): (S.PAID, S.RETURNED),
+    (ResultKind.RETURNED, S.UNKNOWN): (S.PAID, S.RETURNED),
+    (ResultKind.UNCLAIMED, S.ACCEPTED): (S.UNCLAIMED,),
+    (ResultKind.UNCLAIMED, S.SUBMITTED): (S.ACCEPTED, S.UNCLAIMED),
+    (ResultKind.UNCLAIMED, S.UNKNOWN): (S.ACCEPTED, S.UNCLAIMED),
+    # "never received": authoritative, so the instruction may be sent again (same key)
+    (ResultKind.NOT_FOUND, S.UNKNOWN): (S.READY,),
+    (ResultKind.NOT_FOUND, S.SUBMITTED): (S.UNKNOWN, S.READY),
+}
+for (_kind, _start), _path in _PATHS.items():  # the paths obey the one transition table
+    for _before, _after in zip((_start, *_path), _path, strict=False):
+        check_transition("(path)", _before, _after)
+
+#: States whose outcome a status query can settle.
+_QUERYABLE: Final = (S.SUBMITTED, S.ACCEPTED, S.UNKNOWN)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@attrs.frozen
+class DispatchResult:
+    batches: int
+    sent: int
+    paid: int
+    failed: int
+    pending: int
+    unknown: int
+    errors: tuple[str, ...]
+
+
+@attrs.frozen
+class ApplyResult:
+    applied: int
+    ignored: int
+    unknown_keys: tuple[str, ...]
+
+
+@attrs.frozen
+class ReconcileResult:
+    queried: int
+    applied: int
+    ignored: int
+    open: int
+
+
+@attrs.frozen
+class CloseResult:
+    programme: str
+    period: Period
+    instructed: int
+    paid: int
+    open: int
+
+
+def payment_of(record: InstructionRecord, reference: str) -> Payment:
+    """What a provider is sent for an instruction: key, amount, address, payee, reference."""
+    return Payment(
+        key=record.instruction_id,
+        amount=Money(record.amount, record.currency),
+        address=parse_address(record.address, record.provider),
+        payee_name=record.payee_name,
+        reference=reference,
+    )
+
+
+def _cycle(store: Store, programme: str, period: Period, *, open_only: bool = True) -> None:
+    cycle = store.cycle(programme, period.ordinal)
+    if cycle is None:
+        raise CycleNotFound(programme, str(period))
+    if cycle.state not in (APPROVED, CLOSED):
+        raise CycleStateError(programme, str(period), "is not approved yet")
+    if open_only and cycle.state == CLOSED:
+        raise CycleStateError(programme, str(period), "is closed")
+
+
+def _payload(batch: Sequence[Payment]) -> bytes:
+    """The batch as canonical JSON: what the manifest's SHA-256 covers."""
+    return json.dumps(
+        [
+            {
+                "key": p.key,
+                "amount": p.amount.minor,
+                "currency": p.amount.currency,
+                "address": p.address.key,
+                "payee": p.payee_name,
+                "reference": p.reference,
+            }
+            for p in batch
+        ],
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def apply_results(
+    store: Store,
+    results: Iterable[Result],
+    *,
+    provider: str | None = None,
+    actor: str | None = None,
+) -> ApplyResult:
+    """Move instructions according to provider results, through the transition table.
+
+    Results for unknown keys are reported back, not applied; stale results are ignored.
+    """
+    results = list(results)
+    at = _now()
+    with store.transaction():
+        records = {r.instruction_id: r for r in store.instructions_by_id([x.key for x in results])}
+        moves: list[Move] = []
+        ignored: list[EventRecord] = []
+        outcomes: list[tuple[str, str | None, str | None]] = []
+        unknown: list[str] = []
+        state = {key: S(record.state) for key, record in records.items()}
+        for result in results:
+            record = records.get(result.key)
+            if record is None or (provider is not None and record.provider != provider):
+                unknown.append(result.key)
+                continue
+            current = state[result.key]
+            path = _PATHS.get((result.kind, current))
+            if path is None:
+                ignored.append(
+                    EventRecord(
+                        at,
+                        "result.ignored",
+                        result.key,
+                        current,
+                        None,
+                        actor,
+                        f"{result.kind} while {current}",
+                    )
+                )
+                continue
+            detail = result.reason.value if result.reason else None
+            before = current
+            for after in path:
+                moves.append(
+                    Move(result.key, before, after, f"instruction.{after.value.lower()}", detail)
+                )
+                before = after
+            state[result.key] = path[-1]
+            if result.reason is not None or result.provider_reference is not None:
+                outcomes.append(
+                    (
+                        result.key,
+                        result.reason.value if result.reason else None,
+                        result.provider_reference,
+                    )
+                )
+        store.apply_moves(moves, at, actor)
+        store.record_outcomes(outcomes)
+        store.append_events(ignored)
+    return ApplyResult(len(results) - len(ignored) - len(unknown), len(ignored), tuple(unknown))
+
+
+def _moves(records: Iterable[InstructionRecord], to: S, detail: str | None) -> list[Move]:
+    moves = []
+    for record in records:
+        check_transition(record.instruction_id, record.state, to)
+        moves.append(
+            Move(record.instruction_id, record.state, to, f"instruction.{to.value.lower()}", detail)
+        )
+    return moves
+
+
+def dispatch(
+    store: Store,
+    period: Period | str,
+    *,
+    providers: Mapping[str, Provider],
+    programme: str = DEFAULT_PROGRAMME,
+    outbox: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DispatchResult:
+    """Send the cycle's READY instructions to their providers, batch by batch.
+
+    First, instructions left SUBMITTED by an earlier run that died mid-call are settled by a
+    status query (see :func:`reconcile`) — never sent again blind.
+
+    Raises:
+        CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
+    """
+    if isinstance(period, str):
+        period = Period.parse(period)
+    _cycle(store, programme, period)
+    recovered = reconcile(store, period, providers=providers, programme=programme, stale=True)
+    del recovered
+    reference = f"{programme} {period}"
+    counts = {"batches": 0, "sent": 0}
+    errors: list[str] = []
+    ready = store.instructions_in_states(programme, period.ordinal, [S.READY])
+    by_provider: dict[str, list[InstructionRecord]] = {}
+    for record in ready:
+        by_provider.setdefault(record.provider, []).append(record)
+    for name, records in by_provider.items():
+        provider = providers.get(name)
+        if provider is None:
+            errors.append(f"provider {name} is not configured: {len(records)} instructions wait")
+            continue
+        size = max(1, provider.capabilities.max_batch)
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size]
+            _send(store, provider, name, chunk, programme, period, reference, outbox, errors)
+            counts["batches"] += 1
+            counts["sent"] += len(chunk)
+            if progress is not None:
+                progress(counts["sent"])
+    tally = dict.fromkeys(S, 0)
+    for record in store.instructions_in_states(
+        programme, period.ordinal, [S.PAID, S.FAILED, S.ACCEPTED, S.UNKNOWN, S.SUBMITTED]
+    ):
+        tally[S(record.state)] += 1
+    return DispatchResult(
+        counts["batches"],
+        counts["sent"],
+        tally[S.PAID],
+        tally[S.FAILED],
+        tally[S.ACCEPTED] + tally[S.SUBMITTED],
+        tally[S.UNKNOWN],
+        tuple(errors),
+    )
+
+
+def _send(
+    store: Store,
+    provider: Provider,
+    name: str,
+    chunk: list[InstructionRecord],
+    programme: str,
+    period: Period,
+    reference: str,
+    outbox: Path | None,
+    errors: list[str],
+) -> None:
+    payments = [payment_of(record, reference) for record in chunk]
+    payload = _payload(payments)
+    digest = hashlib.sha256(payload).hexdigest()
+    at = _now()
+    batch = BatchRecord(
+        f"{period.year:04d}{period.month:02d}-{name}-{digest[:12]}",
+        name,
+        programme,
+        period.ordinal,
+        len(chunk),
+        sum(record.amount for record in chunk),
+        chunk[0].currency,
+        digest,
+        at,
+    )
+    if outbox is not None:  # the files first: a committed batch always has its manifest
+        directory = outbox / name
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / f"{batch.batch_id}.json", payload)
+        write_atomically(
+            directory / f"{batch.batch_id}.manifest.json",
+            json.dumps(
+                {
+                    "batch_id": batch.batch_id,
+                    "provider": name,
+                    "programme": programme,
+                    "period": str(period),
+                    "count": batch.payments,
+                    "control_sum": batch.control_sum,
+                    "currency": batch.currency,
+                    "sha256": digest,
+                },
+                indent=1,
+            ).encode(),
+        )
+    with store.transaction():  # the outbox: intent and state change, committed together
+        store.add_batch(batch, [record.instruction_id for record in chunk])
+        store.apply_moves(_moves(chunk, S.SUBMITTED, batch.batch_id), at, None)
+    try:
+        results = provider.submit(payments)
+    except ProviderTimeout as exc:
+        _unanswered(store, chunk, batch, "timeout", f"no answer: {exc}")
+        return
+    except ProviderUnavailable as exc:
+        _unanswered(store, chunk, batch, "unavailable", f"provider unavailable: {exc}")
+        errors.append(str(exc))
+        return
+    except ProviderError as exc:
+        _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
+        errors.append(str(exc))
+        return
+    with store.transaction():
+        store.answer_batch(batch.batch_id, _now(), "answered")
+    apply_results(store, results, provider=name)
+
+
+def _unanswered(
+    store: Store, chunk: list[InstructionRecord], batch: BatchRecord, outcome: str, detail: str
+) -> None:
+    """No usable answer: the outcome is unknown until a status query settles it."""
+    with store.transaction():
+        store.answer_batch(batch.batch_id, _now(), outcome)
+        submitted = [r._replace(state=S.SUBMITTED) for r in chunk]
+        store.apply_moves(_moves(submitted, S.UNKNOWN, detail), _now(), None)
+
+
+def reconcile(
+    store: Store,
+    period: Period | str,
+    *,
+    providers: Mapping[str, Provider],
+    programme: str = DEFAULT_PROGRAMME,
+    stale: bool = False,
+) -> ReconcileResult:
+    """Ask providers for the status of every open instruction they hold and apply the answers.
+
+    With ``stale`` (what dispatch does first) only instructions left SUBMITTED by a run that
+    died are queried. Providers without the ``status_query`` capability are skipped: their
+    results arrive as reports (:func:`apply_results`).
+    """
+    if isinstance(period, str):
+        period = Period.parse(period)
+    _cycle(store, programme, period)
+    states = [S.SUBMITTED] if stale else list(_QUERYABLE)
+    open_records = store.instructions_in_states(programme, period.ordinal, states)
+    queried = applied = ignored = 0
+    by_provider: dict[str, list[InstructionRecord]] = {}
+    for record in open_records:
+        by_provider.setdefault(record.provider, []).append(record)
+    for name, records in by_provider.items():
+        provider = providers.get(name)
+        if provider is None or not provider.capabilities.status_query:
+            continue
+        size = max(1, provider.capabilities.max_batch)
+        for start in range(0, len(records), size):
+            keys = [record.instruction_id for record in records[start : start + size]]
+            try:
+                results = provider.status(keys)
+            except ProviderError:
+                continue  # still unknown; the next reconcile asks again
+            queried += len(keys)
+            outcome = apply_results(store, results, provider=name)
+            applied += outcome.applied
+            ignored += outcome.ignored
+    still_open = len(store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES)))
+    return ReconcileResult(queried, applied, ignored, still_open)
+
+
+def close_cycle(
+    store: Store, period: Period | str, *, programme: str = DEFAULT_PROGRAMME
+) -> CloseResult:
+    """Close the cycle: refused while any instruction is open; freezes the settlement figures.
+
+    Raises:
+        CycleStateError: instructions are still open, or the cycle is not approved.
+    """
+    if isinstance(period, str):
+        period = Period.parse(period)
+    at = _now()
+    with store.transaction():
+        cycle = store.cycle(programme, period.ordinal)
+        if cycle is None:
+            raise CycleNotFound(programme, str(period))
+        if cycle.state != APPROVED:
+            raise CycleStateError(programme, str(period), f"is {cycle.state}, not approved")
+        still_open = store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES))
+        if still_open:
+            states: dict[str, int] = {}
+            for record in still_open:
+                states[record.state] = states.get(record.state, 0) + 1
+            listed = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            raise CycleStateError(
+                programme,
+                str(period),
+                f"cannot close: {len(still_open)} instructions are still open ({listed}); "
+                "run 'cycle reconcile' or import the providers' reports",
+            )
+        store.freeze_settlement(programme, period.ordinal, at)
+        store.save_cycle(cycle._replace(state=CLOSED))
+        totals = store.cycle_totals(programme, period.ordinal)
+        instructed = sum(n for state, _, _, n, _ in totals if state != S.CANCELLED)
+        paid = sum(n for state, _, _, n, _ in totals if state == S.PAID)
+        store.append_events(
+            [EventRecord(at, "cycle.closed", None, None, None, None, f"{programme} {period}")]
+        )
+    return CloseResult(programme, period, instructed, paid, 0)
