@@ -17,8 +17,13 @@ def test_totals_roll_up_through_districts_when_present(tmp_path: Path) -> None:
             # three-tier (before 2025-07-01): province 46, district 482
             roster_row("A1", commune_code="20107"),
             roster_row("A2", commune_code="20107", category="disabled_heavy"),
-            roster_row("A3", commune_code="20110", provider="vnpost", channel="postal",
-                       pay_point="BD-20110"),
+            roster_row(
+                "A3",
+                commune_code="20110",
+                provider="vnpost",
+                channel="postal",
+                pay_point="BD-20110",
+            ),
             # two-tier (no district since 2025-07-01): province 46 directly
             roster_row("B1", district_code="", commune_code="19999"),
         )
@@ -30,7 +35,9 @@ def test_totals_roll_up_through_districts_when_present(tmp_path: Path) -> None:
         "vnpost": (1, vnd(360_000)),
     }
     assert {k: t.count for k, t in result.by_commune.items()} == {
-        "19999": 1, "20107": 2, "20110": 1,
+        "19999": 1,
+        "20107": 2,
+        "20110": 1,
     }
     by_area = {k: (t.count, t.amount.minor) for k, t in result.by_area.items()}
     assert by_area == {

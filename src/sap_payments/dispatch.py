@@ -266,6 +266,7 @@ def dispatch(
     del recovered
     reference = f"{programme} {period}"
     counts = {"batches": 0, "sent": 0}
+    sequence = len(store.batches(programme, period.ordinal))
     errors: list[str] = []
     ready = store.instructions_in_states(programme, period.ordinal, [S.READY])
     by_provider: dict[str, list[InstructionRecord]] = {}
@@ -279,7 +280,19 @@ def dispatch(
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(records), size):
             chunk = records[start : start + size]
-            _send(store, provider, name, chunk, programme, period, reference, outbox, errors)
+            sequence += 1
+            _send(
+                store,
+                provider,
+                name,
+                chunk,
+                programme,
+                period,
+                reference,
+                outbox,
+                errors,
+                sequence,
+            )
             counts["batches"] += 1
             counts["sent"] += len(chunk)
             if progress is not None:
@@ -310,13 +323,14 @@ def _send(
     reference: str,
     outbox: Path | None,
     errors: list[str],
+    sequence: int,
 ) -> None:
     payments = [payment_of(record, reference) for record in chunk]
     payload = _payload(payments)
     digest = hashlib.sha256(payload).hexdigest()
     at = _now()
     batch = BatchRecord(
-        f"{period.year:04d}{period.month:02d}-{name}-{digest[:12]}",
+        f"{period.year:04d}{period.month:02d}-{name}-{sequence:05d}",
         name,
         programme,
         period.ordinal,
