@@ -35,6 +35,16 @@ from sap_payments.beneficiaries import (
 )
 from sap_payments.changes import Change, ChangeReport, change_report
 from sap_payments.config import DEFAULT_PROGRAMME, Config, ProviderConfig
+from sap_payments.coverage import (
+    CoverageLine,
+    CoverageReport,
+    SettlementLine,
+    SettlementReport,
+    Share,
+    Tally,
+    coverage_report,
+    settlement_report,
+)
 from sap_payments.cycles import (
     ApprovalResult,
     ControlTotal,
@@ -105,6 +115,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "ControlTotal",
+    "CoverageLine",
+    "CoverageReport",
     "CurrencyMismatch",
     "CycleNotFound",
     "CycleStateError",
@@ -134,18 +146,23 @@ __all__ = [
     "SQLiteStore",
     "SapPaymentsError",
     "SchemaVersionError",
+    "SettlementLine",
+    "SettlementReport",
     "Sex",
+    "Share",
     "StandardLevel",
     "StateError",
     "Status",
     "Store",
     "StoreError",
+    "Tally",
     "UnknownCategory",
     "WalletAddress",
     "__version__",
     "approve",
     "change_report",
     "check_transition",
+    "coverage_report",
     "due_months",
     "import_areas",
     "import_roster",
@@ -153,5 +170,6 @@ __all__ = [
     "normalise_msisdn",
     "parse_address",
     "prepare",
+    "settlement_report",
     "transition",
 ]

@@ -21,7 +21,13 @@ from sap_payments.errors import SapPaymentsError
 from sap_payments.ledger import Ledger
 from sap_payments.output import FORMATS
 from sap_payments.periods import Period
-from sap_payments.reports import write_change_report, write_cycle, write_records
+from sap_payments.reports import (
+    write_change_report,
+    write_coverage_report,
+    write_cycle,
+    write_records,
+    write_settlement_report,
+)
 from sap_payments.rules import RuleSet
 from sap_payments.store import AreaRecord
 
@@ -178,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     changes.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(changes)
     fmt(changes)
+    for name, text in (
+        ("coverage", "per area: beneficiaries, paid by channel, electronic and proxy shares"),
+        ("settlement", "per provider and area: paid, failed, returned, unclaimed, open, owed"),
+    ):
+        sub = reports.add_parser(name, help=text, parents=[common])
+        sub.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+        programme(sub)
+        fmt(sub)
 
     rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
     rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -329,6 +343,18 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    if args.report == "coverage":
+        with _open(args) as ledger:
+            coverage = ledger.coverage(args.period, programme=args.programme)
+        with _Target(args, out) as target:
+            write_coverage_report(target, args.format, coverage)
+        return
+    if args.report == "settlement":
+        with _open(args) as ledger:
+            settlement = ledger.settlement(args.period, programme=args.programme)
+        with _Target(args, out) as target:
+            write_settlement_report(target, args.format, settlement)
+        return
     with _open(args) as ledger:
         report = ledger.changes(args.period, programme=args.programme)
     with _Target(args, out) as target:

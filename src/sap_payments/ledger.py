@@ -33,6 +33,12 @@ from sap_payments.beneficiaries import (
 )
 from sap_payments.changes import ChangeReport, change_report
 from sap_payments.config import Config
+from sap_payments.coverage import (
+    CoverageReport,
+    SettlementReport,
+    coverage_report,
+    settlement_report,
+)
 from sap_payments.cycles import (
     ApprovalResult,
     PrepareResult,
@@ -223,6 +229,14 @@ class Ledger:
         return change_report(
             self.store, period, rules=self.rules, programme=programme or self.config.programme
         )
+
+    def coverage(self, period: Period | str, *, programme: str | None = None) -> CoverageReport:
+        """Coverage by area (see :func:`sap_payments.coverage.coverage_report`)."""
+        return coverage_report(self.store, period, programme=programme or self.config.programme)
+
+    def settlement(self, period: Period | str, *, programme: str | None = None) -> SettlementReport:
+        """Settlement by provider and area (see :func:`sap_payments.coverage.settlement_report`)."""
+        return settlement_report(self.store, period, programme=programme or self.config.programme)
 
 
 def enrolment(record: BeneficiaryRecord, programme: str) -> Enrolment:

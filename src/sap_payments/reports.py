@@ -1,4 +1,5 @@
-"""Reports written as a table, CSV or JSON: the cycle listing and the change report.
+"""Reports written as a table, CSV or JSON: the cycle listing, the change report, coverage and
+settlement.
 
 The CLI prints them and the demo saves them; the shapes are documented in ``docs/formats.md``
 and kept stable.
@@ -6,21 +7,28 @@ and kept stable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sap_payments.changes import Change, ChangeReport
+from sap_payments.coverage import CoverageLine, CoverageReport, SettlementLine, SettlementReport
 from sap_payments.output import write_csv, write_json_document, write_table
 from sap_payments.periods import Period
 from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
 
 __all__ = [
     "CHANGE_COLUMNS",
+    "COVERAGE_COLUMNS",
+    "SETTLEMENT_COLUMNS",
     "SHOW_COLUMNS",
+    "coverage_row",
     "instruction_document",
+    "settlement_row",
     "write_change_report",
+    "write_coverage_report",
     "write_cycle",
     "write_records",
+    "write_settlement_report",
 ]
 
 SHOW_COLUMNS = (
@@ -142,4 +150,255 @@ def write_change_report(out: TextIO, fmt: str, report: ChangeReport) -> int:
         (change_row(c) for c in report.changes),
         header=header,
         key="changes",
+    )
+
+
+COVERAGE_COLUMNS = (
+    "level",
+    "province_code",
+    "province_name",
+    "district_code",
+    "district_name",
+    "commune_code",
+    "commune_name",
+    "communes",
+    "communes_electronic",
+    "beneficiaries",
+    "instructed_count",
+    "instructed_amount",
+    "paid_count",
+    "paid_amount",
+    "paid_ewallet_count",
+    "paid_ewallet_amount",
+    "paid_bank_count",
+    "paid_bank_amount",
+    "paid_postal_count",
+    "paid_postal_amount",
+    "paid_proxy_count",
+    "paid_proxy_amount",
+    "electronic_share",
+    "electronic_numerator",
+    "electronic_denominator",
+    "proxy_share",
+    "proxy_numerator",
+    "proxy_denominator",
+    "held_count",
+    "held_amount",
+    "unpaid_count",
+    "unpaid_amount",
+)
+#: The ``--format table`` view of coverage (for people; not a contract).
+COVERAGE_TABLE_COLUMNS = (
+    "area",
+    "communes",
+    "electronic_communes",
+    "beneficiaries",
+    "instructed",
+    "instructed_amount",
+    "paid",
+    "paid_amount",
+    "ewallet",
+    "bank",
+    "postal",
+    "electronic_%",
+    "proxy",
+    "proxy_%",
+    "held",
+    "unpaid",
+    "unpaid_amount",
+)
+SETTLEMENT_COLUMNS = (
+    "level",
+    "provider",
+    "province_code",
+    "province_name",
+    "district_code",
+    "district_name",
+    "commune_code",
+    "commune_name",
+    "instructed_count",
+    "instructed_amount",
+    "paid_count",
+    "paid_amount",
+    "failed_count",
+    "failed_amount",
+    "returned_count",
+    "returned_amount",
+    "unclaimed_count",
+    "unclaimed_amount",
+    "open_count",
+    "open_amount",
+    "balance",
+)
+#: The ``--format table`` view of settlement (for people; not a contract).
+SETTLEMENT_TABLE_COLUMNS = (
+    "line",
+    "instructed",
+    "instructed_amount",
+    "paid",
+    "paid_amount",
+    "failed",
+    "failed_amount",
+    "returned",
+    "returned_amount",
+    "unclaimed",
+    "unclaimed_amount",
+    "open",
+    "open_amount",
+    "balance",
+)
+
+
+def _label(depth: int, code: str | None, name: str | None) -> str:
+    """A table's first cell: the code and name (the code alone when no name is known),
+    indented two spaces a level."""
+    return "  " * depth + (f"{code} {name}" if name else code or "")
+
+
+def _coverage_label(line: CoverageLine) -> str:
+    if line.level == "province":
+        return _label(0, line.province_code, line.province_name)
+    if line.level == "district":
+        return _label(1, line.district_code, line.district_name)
+    if line.level == "commune":
+        return _label(1 if line.district_code is None else 2, line.commune_code, line.commune_name)
+    return "total"
+
+
+def _settlement_label(line: SettlementLine) -> str:
+    if line.level == "province":
+        return _label(1, line.province_code, line.province_name)
+    if line.level == "commune":
+        return _label(2, line.commune_code, line.commune_name)
+    return line.provider or "total"
+
+
+def coverage_row(line: CoverageLine) -> tuple[Any, ...]:
+    """One line of the coverage report as the values of :data:`COVERAGE_COLUMNS`."""
+    electronic, proxy = line.electronic_share, line.proxy_share
+    return (
+        line.level,
+        line.province_code,
+        line.province_name,
+        line.district_code,
+        line.district_name,
+        line.commune_code,
+        line.commune_name,
+        line.communes,
+        line.communes_electronic,
+        line.beneficiaries,
+        line.instructed.count,
+        line.instructed.amount.minor,
+        line.paid.count,
+        line.paid.amount.minor,
+        line.paid_ewallet.count,
+        line.paid_ewallet.amount.minor,
+        line.paid_bank.count,
+        line.paid_bank.amount.minor,
+        line.paid_postal.count,
+        line.paid_postal.amount.minor,
+        line.paid_proxy.count,
+        line.paid_proxy.amount.minor,
+        electronic.percent,
+        electronic.numerator,
+        electronic.denominator,
+        proxy.percent,
+        proxy.numerator,
+        proxy.denominator,
+        line.held.count,
+        line.held.amount.minor,
+        line.unpaid.count,
+        line.unpaid.amount.minor,
+    )
+
+
+def _coverage_table_row(line: CoverageLine) -> tuple[Any, ...]:
+    electronic, proxy = line.electronic_share.percent, line.proxy_share.percent
+    return (
+        _coverage_label(line),
+        line.communes,
+        line.communes_electronic,
+        line.beneficiaries,
+        line.instructed.count,
+        line.instructed.amount.minor,
+        line.paid.count,
+        line.paid.amount.minor,
+        line.paid_ewallet.count,
+        line.paid_bank.count,
+        line.paid_postal.count,
+        None if electronic is None else f"{electronic}%",
+        line.paid_proxy.count,
+        None if proxy is None else f"{proxy}%",
+        line.held.count,
+        line.unpaid.count,
+        line.unpaid.amount.minor,
+    )
+
+
+def write_coverage_report(out: TextIO, fmt: str, report: CoverageReport) -> int:
+    """``report coverage``: per province, district, commune and in total (docs/formats.md 4.5)."""
+    header = {
+        "programme": report.programme,
+        "period": str(report.period),
+        "state": report.state,
+        "currency": report.currency,
+    }
+    columns: Sequence[str] = COVERAGE_COLUMNS
+    make: Callable[[CoverageLine], tuple[Any, ...]] = coverage_row
+    if fmt == "table":
+        columns, make = COVERAGE_TABLE_COLUMNS, _coverage_table_row
+    return write_records(
+        out, fmt, columns, (make(line) for line in report.lines), header=header, key="lines"
+    )
+
+
+def settlement_row(line: SettlementLine) -> tuple[Any, ...]:
+    """One line of the settlement report as the values of :data:`SETTLEMENT_COLUMNS`."""
+    return (
+        line.level,
+        line.provider,
+        line.province_code,
+        line.province_name,
+        line.district_code,
+        line.district_name,
+        line.commune_code,
+        line.commune_name,
+        line.instructed.count,
+        line.instructed.amount.minor,
+        line.paid.count,
+        line.paid.amount.minor,
+        line.failed.count,
+        line.failed.amount.minor,
+        line.returned.count,
+        line.returned.amount.minor,
+        line.unclaimed.count,
+        line.unclaimed.amount.minor,
+        line.open.count,
+        line.open.amount.minor,
+        line.balance.minor,
+    )
+
+
+def _settlement_table_row(line: SettlementLine) -> tuple[Any, ...]:
+    return (
+        _settlement_label(line),
+        *settlement_row(line)[8:],
+    )
+
+
+def write_settlement_report(out: TextIO, fmt: str, report: SettlementReport) -> int:
+    """``report settlement``: per provider, province and commune, and in total (4.6)."""
+    header = {
+        "programme": report.programme,
+        "period": str(report.period),
+        "state": report.state,
+        "frozen": report.frozen,
+        "currency": report.currency,
+    }
+    columns: Sequence[str] = SETTLEMENT_COLUMNS
+    make: Callable[[SettlementLine], tuple[Any, ...]] = settlement_row
+    if fmt == "table":
+        columns, make = SETTLEMENT_TABLE_COLUMNS, _settlement_table_row
+    return write_records(
+        out, fmt, columns, (make(line) for line in report.lines), header=header, key="lines"
     )
