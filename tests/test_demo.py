@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from sap_payments.cli import main
 from sap_payments.config import Config
-from sap_payments.demo import APPROVER, DEMO_CONFIG, PERIOD
+from sap_payments.demo import APPROVER, DEMO_CONFIG, PERIOD, PERIODS
 from sap_payments.ledger import Ledger
 
 FILES = (
@@ -21,6 +22,14 @@ FILES = (
     "sap-payments.db",
     "changes-2021-09.csv",
     "changes-2021-09.json",
+    "roster-2021-10.csv",
+    "roster-2021-11.csv",
+    *(
+        f"{kind}-{period}.{fmt}"
+        for kind in ("changes", "coverage", "settlement")
+        for period in ("2021-09", "2021-10", "2021-11")
+        for fmt in ("csv", "json")
+    ),
 )
 
 
@@ -75,20 +84,45 @@ def test_demo_roster_and_areas(demo: tuple[Path, str]) -> None:
     assert {r["commune_code"] for r in rows} <= {a["commune_code"] for a in areas}
 
 
-def test_demo_cycle_is_approved_in_the_ledger(demo: tuple[Path, str]) -> None:
+def test_demo_runs_three_cycles_to_the_end(demo: tuple[Path, str]) -> None:
     directory, text = demo
     with Ledger.open(
         directory / "sap-payments.db", config=Config.load(directory / "sap-payments.toml")
     ) as ledger:
         cycle = ledger.cycle(PERIOD)
-        assert (cycle.state, cycle.approved_by) == ("approved", APPROVER)
-        states = {r.state for r, _ in ledger.instructions(PERIOD)}
-        assert states <= {"READY", "CANCELLED"}
-        assert "READY" in states
+        assert (cycle.state, cycle.approved_by) == ("closed", APPROVER)
+        assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["closed"] * 3
+        for period in PERIODS:
+            states = Counter(r.state for r, _ in ledger.instructions(period))
+            assert set(states) <= {"PAID", "FAILED", "RETURNED", "UNCLAIMED", "CANCELLED"}
+            assert states["PAID"] > 8_000
+        # wallets that failed for good in September are paid as cash in October, with arrears
+        september = {r.beneficiary_id: r for r, _ in ledger.instructions("2021-09")}
+        october = {r.beneficiary_id: r for r, _ in ledger.instructions("2021-10")}
+        october_months = {
+            r.beneficiary_id: {line.month for line in lines}
+            for r, lines in ledger.instructions("2021-10")
+        }
+        september_month = september[next(iter(september))].period
+        dead = [
+            b
+            for b, r in september.items()
+            if r.state == "FAILED" and r.channel == "ewallet" and b in october
+        ]
+        assert len(dead) > 50
+        assert all(october[b].channel == "postal" for b in dead)
+        assert all(september_month in october_months[b] for b in dead)  # September as arrears
+        # cash not collected in September is paid again in October
+        unclaimed = [b for b, r in september.items() if r.state == "UNCLAIMED"]
+        assert unclaimed
+        assert all(september_month in october_months[b] for b in unclaimed if b in october)
+        # some died (ceased), some joined
         beneficiaries = list(ledger.store.beneficiaries("monthly-allowance"))
-        assert len(beneficiaries) == 8_364
+        assert len(beneficiaries) == 8_364 + 2 * 25
+        assert sum(b.status == "ceased" for b in beneficiaries) > 20
         assert len(list(ledger.store.areas())) == 17
-    assert f"{cycle.total:,} VND" in text
+    assert f"Coverage {PERIODS[-1]}" in text
+    assert "% electronic" in text
 
 
 def test_demo_change_report_files_agree(demo: tuple[Path, str]) -> None:
@@ -121,8 +155,8 @@ def test_demo_runs_twice_and_replaces_the_ledger(tmp_path: Path) -> None:
     assert code == 0, text
     assert "Imported: 8,364 beneficiaries" in text  # added again: a fresh ledger
     with Ledger.open(directory / "sap-payments.db") as ledger:
-        assert ledger.store.query("SELECT count(*) FROM imports") == [(1,)]
-        assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["approved"]
+        assert ledger.store.query("SELECT count(*) FROM imports") == [(len(PERIODS),)]
+        assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["closed"] * 3
 
 
 def test_same_seed_same_roster_bytes(tmp_path: Path) -> None:

@@ -1,14 +1,18 @@
-"""``sap-payments demo``: the Phú Lộc pilot, replayed on a synthetic roster.
+"""``sap-payments demo``: the Phú Lộc pilot, replayed on a synthetic roster, three months long.
 
 In 2021 Phú Lộc district (Thừa Thiên Huế) paid 8,364 social-assistance beneficiaries in 17
 communes without cash, through ViettelPay e-wallets, with a bank and the post office alongside.
-The demo builds a roster like it (see :mod:`sap_payments.synthetic`), imports it with the commune
-names, prepares and approves the September 2021 cycle, and prints the control totals and the
-change report. Everything it writes goes under ``--dir``.
+The demo builds a roster like it (:mod:`sap_payments.synthetic`) and runs September, October and
+November 2021 end to end through the three sandbox providers: import, prepare, approve,
+dispatch, reconcile, close. Some wallets turn out dead and those beneficiaries fall back to cash
+at their commune's post office; some cash is not collected and is paid again as arrears; a few
+beneficiaries die or join between the months. It prints the change report, the coverage and the
+settlement, and writes them (CSV and JSON) under ``--dir``.
 """
 
 from __future__ import annotations
 
+import csv
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +20,13 @@ from typing import TextIO
 
 from sap_payments.config import Config
 from sap_payments.ledger import Ledger
-from sap_payments.reports import write_change_report
+from sap_payments.periods import Period
+from sap_payments.reports import (
+    write_change_report,
+    write_coverage_report,
+    write_settlement_report,
+)
+from sap_payments.roster import ROSTER_COLUMNS
 from sap_payments.synthetic import (
     PHU_LOC_AREAS,
     RosterSpec,
@@ -25,93 +35,202 @@ from sap_payments.synthetic import (
     write_roster_csv,
 )
 
-__all__ = ["DEMO_CONFIG", "run_demo"]
+__all__ = ["APPROVER", "DEMO_CONFIG", "PERIOD", "PERIODS", "run_demo"]
 
-PERIOD = "2021-09"
+PERIODS = ("2021-09", "2021-10", "2021-11")
+PERIOD = PERIODS[0]
 APPROVER = "Trưởng phòng Bảo trợ xã hội (demo)"
 
-DEMO_CONFIG = """\
-# Written by 'sap-payments demo'. The providers are the pilot's three channels; the plugins are
-# the sandboxes that ship with sap_payments.testing.
+_PAY_POINTS = "\n".join(
+    f'"{area.commune_code}" = "BD-{area.commune_code}"' for area in PHU_LOC_AREAS
+)
+
+DEMO_CONFIG = f"""\
+# Written by 'sap-payments demo'. The providers are the pilot's three channels, played by the
+# sandboxes that ship with sap_payments.testing (deterministic from their seed).
 currency = "VND"
 programme = "monthly-allowance"
+outbox = "outbox"
 
 [providers.viettelpay]
 plugin = "sandbox-ewallet"
 channel = "ewallet"
+seed = 2021
+fail_per_mille = 25
+fail_reasons = ["inactive_wallet"]
+late_per_mille = 150
+return_per_mille = 2
 
 [providers.vietinbank]
 plugin = "sandbox-bank"
 channel = "bank"
+seed = 2021
+fail_per_mille = 15
+fail_reasons = ["closed_account"]
 
 [providers.vnpost]
 plugin = "sandbox-postal"
 channel = "postal"
+seed = 2021
+unclaimed_per_mille = 60
+fail_per_mille = 0
+
+[fallback_pay_points]   # cash at the commune's post office when a wallet or account is dead
+{_PAY_POINTS}
 """
+
+#: Between months: who dies (status ceased from the month before) and who joins.
+_DEATHS_PER_MILLE = 3
+_JOINERS = 25
 
 
 def _clear(directory: Path) -> None:
     for name in ("sap-payments.db", "sap-payments.db-wal", "sap-payments.db-shm"):
         (directory / name).unlink(missing_ok=True)
+    outbox = directory / "outbox"
+    if outbox.is_dir():
+        for path in sorted(outbox.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+
+
+def _next_roster(rows: list[dict[str, str]], month: int, seed: int) -> list[dict[str, str]]:
+    """The agency's next export: a few deaths, a few new (and back-dated) decisions."""
+    period = PERIODS[month]
+    previous = str(Period.parse(period).previous())
+    changed = []
+    for number, row in enumerate(rows):
+        if (
+            row["status"] == "active"
+            and (number * 7919 + month * 104729) % 1000 < _DEATHS_PER_MILLE
+        ):
+            row = {**row, "status": "ceased", "last_period": previous}
+        changed.append(row)
+    spec = RosterSpec(n=_JOINERS, seed=seed + month, id_prefix=f"PLN{month}", takeover=period)
+    for cells in roster_rows(spec):
+        row = dict(zip(ROSTER_COLUMNS, cells, strict=True))
+        if row["national_id"]:  # another block of serials: never a current beneficiary's id
+            row["national_id"] = f"{month + 1:03d}" + row["national_id"][3:]
+        if row["proxy_national_id"]:
+            row["proxy_national_id"] = f"{month + 4:03d}" + row["proxy_national_id"][3:]
+        changed.append(row)
+    return changed
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
+    write_roster_csv(path, ([row[c] for c in ROSTER_COLUMNS] for row in rows))
+
+
+def _settle(ledger: Ledger, period: str) -> int:
+    """Dispatch, then ask until nothing is open; the number of rounds it took."""
+    ledger.dispatch(period)
+    for rounds in range(1, 21):
+        if ledger.reconcile(period).open == 0:
+            return rounds
+        ledger.dispatch(period)  # anything the provider never received goes again
+    return 20
 
 
 def run_demo(directory: Path, *, seed: int = 2021, out: TextIO, quiet: bool = False) -> Path:
     """Run the demo in ``directory`` (created if needed; an earlier demo ledger is replaced)."""
+    del quiet
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     _clear(directory)
     config_path = directory / "sap-payments.toml"
     config_path.write_text(DEMO_CONFIG, encoding="utf-8")
     roster = directory / "roster.csv"
-    areas = directory / "areas.csv"
     spec = RosterSpec(seed=seed)
-    rows = write_roster_csv(roster, roster_rows(spec))
-    write_areas_csv(areas, PHU_LOC_AREAS)
+    count = write_roster_csv(roster, roster_rows(spec))
+    write_areas_csv(directory / "areas.csv", PHU_LOC_AREAS)
+    names = {area.commune_code: area.commune_name for area in PHU_LOC_AREAS}
     out.write(
-        f"Synthetic Phú Lộc roster: {rows:,} beneficiaries in {len(PHU_LOC_AREAS)} "
-        f"communes (seed {seed}) → {roster}\n"
+        f"Synthetic Phú Lộc roster: {count:,} beneficiaries in {len(PHU_LOC_AREAS)} communes "
+        f"(seed {seed}) → {roster}\n"
     )
+    with roster.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
 
     with Ledger.open(directory / "sap-payments.db", config=Config.load(config_path)) as ledger:
-        ledger.import_areas(areas)
-        imported = ledger.import_roster(roster)
-        out.write(f"Imported: {imported.added:,} beneficiaries\n")
-        prepared = ledger.prepare(PERIOD)
-        out.write(
-            f"Cycle {PERIOD} prepared: {prepared.count:,} instructions, total {prepared.total} "
-            f"({prepared.held:,} held)\n"
-        )
-        for name, total in prepared.by_provider.items():
-            out.write(f"  {name:<12} {total.count:>6,} instructions  {total.amount!s:>22}\n")
-        approval = ledger.approve(PERIOD, by=APPROVER)
-        out.write(
-            f"Approved by {approval.approved_by}: {approval.ready:,} ready, total "
-            f"{approval.total}; {approval.cancelled_held:,} held instructions cancelled "
-            "(their months stay due)\n"
-        )
-        report = ledger.changes(PERIOD)
-        names = {area.commune_code: area.commune_name for area in PHU_LOC_AREAS}
+        ledger.import_areas(directory / "areas.csv")
+        for month, period in enumerate(PERIODS):
+            out.write(f"\n── {period} ──\n")
+            if month:
+                rows = _next_roster(rows, month, seed)
+                roster = directory / f"roster-{period}.csv"
+                _write(roster, rows)
+            imported = ledger.import_roster(roster)
+            out.write(
+                f"Imported {roster.name}: {imported.added:,} added, {imported.changed:,} "
+                f"changed, {imported.unchanged:,} unchanged\n"
+            )
+            if month == 0:
+                out.write(f"Imported: {imported.added:,} beneficiaries\n")
+            prepared = ledger.prepare(period)
+            out.write(
+                f"Cycle {period} prepared: {prepared.count:,} instructions, total "
+                f"{prepared.total} ({prepared.held:,} held)\n"
+            )
+            report = ledger.changes(period)
+            kinds = Counter(change.kind for change in report.changes)
+            if month == 0:
+                out.write("Change report: every beneficiary is new in this ledger")
+            else:
+                out.write(
+                    "Change report: "
+                    + ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in kinds.items())
+                )
+            arrears = sum("arrears" in change.reason for change in report.changes)
+            fallbacks = sum(
+                change.kind == "payee_changed" and "postal" in change.reason
+                for change in report.changes
+            )
+            out.write(f"; {arrears:,} with arrears, {fallbacks:,} moved to cash\n")
+            approval = ledger.approve(period, by=APPROVER)
+            out.write(
+                f"Approved by {approval.approved_by}: {approval.ready:,} ready, total "
+                f"{approval.total}\n"
+            )
+            rounds = _settle(ledger, period)
+            closed = ledger.close_cycle(period)
+            settlement = ledger.settlement(period)
+            total = settlement.total
+            out.write(
+                f"Dispatched and settled in {rounds} reconcile rounds; closed: "
+                f"{closed.paid:,} of {closed.instructed:,} paid; failed {total.failed.count:,}, "
+                f"returned {total.returned.count:,}, unclaimed {total.unclaimed.count:,}; "
+                f"owed back by the providers {total.balance}\n"
+            )
+            coverage = ledger.coverage(period)
+            for fmt in ("csv", "json"):
+                with (directory / f"changes-{period}.{fmt}").open("w", encoding="utf-8") as f:
+                    write_change_report(f, fmt, report)
+                with (directory / f"coverage-{period}.{fmt}").open("w", encoding="utf-8") as f:
+                    write_coverage_report(f, fmt, coverage)
+                with (directory / f"settlement-{period}.{fmt}").open("w", encoding="utf-8") as f:
+                    write_settlement_report(f, fmt, settlement)
 
-        out.write(f"\nChange report {PERIOD} (no earlier cycle in this ledger):\n")
-        reasons = Counter((c.kind, c.reason.split(";")[0]) for c in report.changes)
-        for (kind, reason), count in sorted(reasons.items(), key=lambda item: -item[1]):
-            out.write(f"  {kind:<15} {count:>6,}  {reason}\n")
-        with_arrears = sum("arrears" in c.reason for c in report.changes)
-        out.write(f"  ({with_arrears:,} of them with arrears for back-dated decisions)\n")
-
-        per_commune = Counter(c.commune_code for c in report.changes if c.kind == "added")
-        out.write("\nInstructions per commune:\n")
-        for code, count in sorted(per_commune.items()):
-            out.write(f"  {code} {names.get(code, ''):<22} {count:>6,}\n")
-
-        for fmt in ("csv", "json"):
-            path = directory / f"changes-{PERIOD}.{fmt}"
-            with path.open("w", encoding="utf-8", newline="") as handle:
-                write_change_report(handle, fmt, report)
+        last = PERIODS[-1]
+        out.write(f"\nCoverage {last} (electronic share = paid by e-wallet or bank / all paid):\n")
+        for line in ledger.coverage(last).lines:
+            if line.commune_code:
+                label = f"  {line.commune_code} {names.get(line.commune_code, '')}"
+            else:
+                label = line.district_name or line.province_name or "total"
+            share = line.electronic_share.percent or "-"
+            out.write(
+                f"  {label:<28} {line.beneficiaries:>6,} beneficiaries  "
+                f"{line.paid.count:>6,} paid  {share:>5}% electronic\n"
+            )
+        out.write(f"\nSettlement {last} by provider:\n")
+        for entry in ledger.settlement(last).lines:
+            if entry.province_code is None:
+                out.write(
+                    f"  {entry.provider or 'all':<12} paid {entry.paid.amount!s:>20}   "
+                    f"owed back {entry.balance!s:>16}\n"
+                )
     out.write(
-        f"\nWrote the roster, the ledger and the change report (CSV, JSON) to {directory} "
+        f"\nWrote the rosters, the ledger, the outbox and the reports (CSV, JSON) to {directory} "
         f"in {time.monotonic() - started:.1f} s.\n"
-        f"Next: sap-payments --db {directory / 'sap-payments.db'} cycle show --period {PERIOD}\n"
+        f"Next: sap-payments --db {directory / 'sap-payments.db'} report coverage --period {last}\n"
     )
-    del quiet
     return directory
