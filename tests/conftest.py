@@ -53,7 +53,7 @@ BASE_ROW: Mapping[str, str] = {
     "home_delivery": "",
 }
 
-#: How dispatch (not written yet) would drive an approved instruction to each outcome.
+#: The paths an approved instruction takes to each outcome (as dispatch and results move it).
 PATHS: Mapping[str, tuple[str, ...]] = {
     "SUBMITTED": ("SUBMITTED",),
     "ACCEPTED": ("SUBMITTED", "ACCEPTED"),

@@ -176,18 +176,21 @@ def apply_results(
     *,
     provider: str | None = None,
     actor: str | None = None,
+    known: Sequence[InstructionRecord] | None = None,
 ) -> ApplyResult:
     """Move instructions according to provider results, through the transition table.
 
     Results for unknown keys are reported back, not applied; stale results are ignored.
+    ``known``: the instructions as the caller just wrote them (saves reading them again).
     """
     results = list(results)
     at = _now()
     with store.transaction():
-        records = {r.instruction_id: r for r in store.instructions_by_id([x.key for x in results])}
+        if known is None:
+            known = store.instructions_by_id([x.key for x in results])
+        records = {r.instruction_id: r for r in known}
         moves: list[Move] = []
         ignored: list[EventRecord] = []
-        outcomes: list[tuple[str, str | None, str | None]] = []
         unknown: list[str] = []
         state = {key: S(record.state) for key, record in records.items()}
         for result in results:
@@ -196,6 +199,8 @@ def apply_results(
                 unknown.append(result.key)
                 continue
             current = state[result.key]
+            if result.kind == ResultKind.PENDING and current == S.ACCEPTED:
+                continue  # still in progress: nothing new to record
             path = _PATHS.get((result.kind, current))
             if path is None:
                 ignored.append(
@@ -210,35 +215,41 @@ def apply_results(
                     )
                 )
                 continue
-            detail = result.reason.value if result.reason else None
+            reason = result.reason.value if result.reason else None
             before = current
             for after in path:
                 moves.append(
-                    Move(result.key, before, after, f"instruction.{after.value.lower()}", detail)
-                )
-                before = after
-            state[result.key] = path[-1]
-            if result.reason is not None or result.provider_reference is not None:
-                outcomes.append(
-                    (
+                    Move(
                         result.key,
-                        result.reason.value if result.reason else None,
+                        before,
+                        after,
+                        f"instruction.{after.value.lower()}",
+                        reason,
+                        reason,
                         result.provider_reference,
                     )
                 )
+                before = after
+            state[result.key] = path[-1]
         store.apply_moves(moves, at, actor)
-        store.record_outcomes(outcomes)
         store.append_events(ignored)
     return ApplyResult(len(results) - len(ignored) - len(unknown), len(ignored), tuple(unknown))
 
 
-def _moves(records: Iterable[InstructionRecord], to: S, detail: str | None) -> list[Move]:
+def _moves(
+    records: Iterable[InstructionRecord],
+    to: S,
+    detail: str | None,
+    batch_id: str | None = None,
+) -> list[Move]:
     moves = []
+    checked: set[str] = set()
+    kind = f"instruction.{to.value.lower()}"
     for record in records:
-        check_transition(record.instruction_id, record.state, to)
-        moves.append(
-            Move(record.instruction_id, record.state, to, f"instruction.{to.value.lower()}", detail)
-        )
+        if record.state not in checked:  # the table is consulted once per starting state
+            check_transition(record.instruction_id, record.state, to)
+            checked.add(record.state)
+        moves.append(Move(record.instruction_id, record.state, to, kind, detail, batch_id=batch_id))
     return moves
 
 
@@ -268,18 +279,20 @@ def dispatch(
     counts = {"batches": 0, "sent": 0}
     sequence = len(store.batches(programme, period.ordinal))
     errors: list[str] = []
-    ready = store.instructions_in_states(programme, period.ordinal, [S.READY])
-    by_provider: dict[str, list[InstructionRecord]] = {}
-    for record in ready:
-        by_provider.setdefault(record.provider, []).append(record)
-    for name, records in by_provider.items():
+    # Ids only up front; the instructions themselves are read a batch at a time.
+    by_provider: dict[str, list[str]] = {}
+    for ident, name in store.instruction_ids_in_state(programme, period.ordinal, S.READY):
+        by_provider.setdefault(name, []).append(ident)
+    for name, idents in by_provider.items():
         provider = providers.get(name)
         if provider is None:
-            errors.append(f"provider {name} is not configured: {len(records)} instructions wait")
+            errors.append(f"provider {name} is not configured: {len(idents)} instructions wait")
             continue
         size = max(1, provider.capabilities.max_batch)
-        for start in range(0, len(records), size):
-            chunk = records[start : start + size]
+        for start in range(0, len(idents), size):
+            wanted = idents[start : start + size]
+            order = {ident: number for number, ident in enumerate(wanted)}
+            chunk = sorted(store.instructions_by_id(wanted), key=lambda r: order[r.instruction_id])
             sequence += 1
             _send(
                 store,
@@ -298,10 +311,8 @@ def dispatch(
             if progress is not None:
                 progress(counts["sent"])
     tally = dict.fromkeys(S, 0)
-    for record in store.instructions_in_states(
-        programme, period.ordinal, [S.PAID, S.FAILED, S.ACCEPTED, S.UNKNOWN, S.SUBMITTED]
-    ):
-        tally[S(record.state)] += 1
+    for state, _provider, _commune, count, _amount in store.cycle_totals(programme, period.ordinal):
+        tally[S(state)] += count
     return DispatchResult(
         counts["batches"],
         counts["sent"],
@@ -361,8 +372,8 @@ def _send(
             ).encode(),
         )
     with store.transaction():  # the outbox: intent and state change, committed together
-        store.add_batch(batch, [record.instruction_id for record in chunk])
-        store.apply_moves(_moves(chunk, S.SUBMITTED, batch.batch_id), at, None)
+        store.add_batch(batch)
+        store.apply_moves(_moves(chunk, S.SUBMITTED, None, batch.batch_id), at, None)
     try:
         results = provider.submit(payments)
     except ProviderTimeout as exc:
@@ -376,9 +387,10 @@ def _send(
         _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
         errors.append(str(exc))
         return
-    with store.transaction():
+    submitted = [record._replace(state=S.SUBMITTED) for record in chunk]
+    with store.transaction():  # the answer and its results: one commit
         store.answer_batch(batch.batch_id, _now(), "answered")
-    apply_results(store, results, provider=name)
+        apply_results(store, results, provider=name, known=submitted)
 
 
 def _unanswered(
@@ -420,13 +432,14 @@ def reconcile(
             continue
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(records), size):
-            keys = [record.instruction_id for record in records[start : start + size]]
+            chunk = records[start : start + size]
+            keys = [record.instruction_id for record in chunk]
             try:
                 results = provider.status(keys)
             except ProviderError:
                 continue  # still unknown; the next reconcile asks again
             queried += len(keys)
-            outcome = apply_results(store, results, provider=name)
+            outcome = apply_results(store, results, provider=name, known=chunk)
             applied += outcome.applied
             ignored += outcome.ignored
     still_open = len(store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES)))

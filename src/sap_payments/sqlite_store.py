@@ -862,9 +862,20 @@ class SQLiteStore:
             InstructionRecord._make(row)
             for row in self._db.execute(
                 f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
-                f"WHERE programme = ? AND period = ? AND state IN ({marks}) "
-                "ORDER BY provider, beneficiary_id, seq",
+                f"WHERE programme = ? AND period = ? AND state IN ({marks})",
                 (programme, period, *states),
+            )
+        ]
+
+    def instruction_ids_in_state(
+        self, programme: str, period: int, state: str
+    ) -> list[tuple[str, str]]:
+        return [
+            (str(ident), str(provider))
+            for ident, provider in self._db.execute(
+                "SELECT instruction_id, provider FROM instructions WHERE programme = ? "
+                "AND period = ? AND state = ? ORDER BY provider, beneficiary_id, seq",
+                (programme, period, state),
             )
         ]
 
@@ -882,15 +893,11 @@ class SQLiteStore:
             )
         return found
 
-    def add_batch(self, batch: BatchRecord, instruction_ids: Sequence[str]) -> None:
+    def add_batch(self, batch: BatchRecord) -> None:
         self._db.execute(
             f"INSERT INTO batches ({', '.join(BatchRecord._fields)}) "
             f"VALUES ({_placeholders(len(BatchRecord._fields))})",
             batch,
-        )
-        self._db.executemany(
-            "UPDATE instructions SET batch_id = ? WHERE instruction_id = ?",
-            ((batch.batch_id, ident) for ident in instruction_ids),
         )
 
     def answer_batch(self, batch_id: str, at: str, outcome: str) -> None:
@@ -913,9 +920,30 @@ class SQLiteStore:
         if not moves:
             return
         db = self._db
+        # Moves that set nothing but the state (and a batch) go set-wise, a statement for
+        # each (state, batch) and up to 500 instructions; the others one row at a time.
+        plain: dict[tuple[str, str | None], list[str]] = {}
+        detailed = []
+        for m in moves:
+            if m.reason is None and m.provider_reference is None:
+                plain.setdefault((m.to_state, m.batch_id), []).append(m.instruction_id)
+            else:
+                detailed.append(
+                    (m.to_state, m.reason, m.provider_reference, m.batch_id, m.instruction_id)
+                )
+        for (to_state, batch_id), idents in plain.items():
+            for start in range(0, len(idents), 500):
+                chunk = idents[start : start + 500]
+                db.execute(
+                    "UPDATE instructions SET state = ?, batch_id = coalesce(?, batch_id) "
+                    f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
+                    (to_state, batch_id, *chunk),
+                )
         db.executemany(
-            "UPDATE instructions SET state = ? WHERE instruction_id = ?",
-            ((move.to_state, move.instruction_id) for move in moves),
+            "UPDATE instructions SET state = ?, reason = coalesce(?, reason), "
+            "provider_reference = coalesce(?, provider_reference), "
+            "batch_id = coalesce(?, batch_id) WHERE instruction_id = ?",
+            detailed,
         )
         released = [(m.instruction_id,) for m in moves if m.to_state in _RELEASING]
         if released:
@@ -932,13 +960,6 @@ class SQLiteStore:
                 (at, m.kind, m.instruction_id, m.from_state, m.to_state, actor, m.detail)
                 for m in moves
             ),
-        )
-
-    def record_outcomes(self, rows: Iterable[tuple[str, str | None, str | None]]) -> None:
-        self._db.executemany(
-            "UPDATE instructions SET reason = coalesce(?, reason), "
-            "provider_reference = coalesce(?, provider_reference) WHERE instruction_id = ?",
-            ((reason, reference, ident) for ident, reason, reference in rows),
         )
 
     def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:

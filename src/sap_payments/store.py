@@ -154,6 +154,9 @@ class Move(NamedTuple):
     to_state: str
     kind: str  # the event kind, e.g. "instruction.paid"
     detail: str | None = None
+    reason: str | None = None  # the provider's result reason, kept on the instruction
+    provider_reference: str | None = None
+    batch_id: str | None = None  # the batch that carries it (on READY → SUBMITTED)
 
 
 class ImportRecord(NamedTuple):
@@ -301,13 +304,20 @@ class Store(Protocol):
     def instructions_in_states(
         self, programme: str, period: int, states: Sequence[str]
     ) -> list[InstructionRecord]:
-        """The cycle's instructions in any of ``states``, by provider then beneficiary_id."""
+        """The cycle's instructions in any of ``states``, in no particular order."""
         ...
 
     def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]: ...
 
-    def add_batch(self, batch: BatchRecord, instruction_ids: Sequence[str]) -> None:
-        """Record a batch and which instructions it carries."""
+    def instruction_ids_in_state(
+        self, programme: str, period: int, state: str
+    ) -> list[tuple[str, str]]:
+        """(instruction_id, provider) of the cycle's instructions in ``state``, by provider
+        then beneficiary_id."""
+        ...
+
+    def add_batch(self, batch: BatchRecord) -> None:
+        """Record a batch (its instructions name it through their move to SUBMITTED)."""
         ...
 
     def answer_batch(self, batch_id: str, at: str, outcome: str) -> None: ...
@@ -315,12 +325,9 @@ class Store(Protocol):
     def batches(self, programme: str, period: int) -> list[BatchRecord]: ...
 
     def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
-        """Set each instruction's new state, release the claims of those that end FAILED,
-        RETURNED, UNCLAIMED or CANCELLED, and record one event a move."""
-        ...
-
-    def record_outcomes(self, rows: Iterable[tuple[str, str | None, str | None]]) -> None:
-        """(instruction_id, reason, provider_reference) of results."""
+        """Set each instruction's new state (and the move's reason, provider reference and
+        batch where given), release the claims of those that end FAILED, RETURNED, UNCLAIMED or
+        CANCELLED, and record one event a move."""
         ...
 
     def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:

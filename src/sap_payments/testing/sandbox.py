@@ -157,6 +157,10 @@ def _number(seed: int, subject: str, what: str) -> int:
 
 def _hit(seed: int, subject: str, what: str, per_mille: int) -> bool:
     """True for about ``per_mille`` subjects in a thousand (exactly none at 0, all at 1000)."""
+    if per_mille <= 0:  # the draw could not hit (it is below 1,000,000): skip the hashing
+        return False
+    if per_mille >= 1000:
+        return True
     return _ppm(seed, subject, what) < per_mille * 1000
 
 
@@ -429,14 +433,25 @@ class SandboxProvider:
             db.execute("COMMIT")
 
     def _record(self, db: sqlite3.Connection, key: str) -> _Record | None:
-        row = db.execute(
-            "SELECT amount, currency, address, outcome, reason, late_until, return_at, polls,"
-            " reference FROM payments WHERE key = ?",
-            (key,),
-        ).fetchone()
-        if row is None:
-            return None
-        amount, currency, address, outcome, reason, late_until, return_at, polls, ref = row
+        return self._records(db, [key]).get(key)
+
+    def _records(self, db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, _Record]:
+        """The books' records of ``keys`` (those known), in one query per 500 keys."""
+        found: dict[str, _Record] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            for row in db.execute(
+                "SELECT key, amount, currency, address, outcome, reason, late_until, return_at,"
+                f" polls, reference FROM payments WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found[row[0]] = self._from_row(row)
+        return found
+
+    @staticmethod
+    def _from_row(row: tuple[Any, ...]) -> _Record:
+        key, amount, currency, address, outcome, reason, late_until, return_at, polls, ref = row
         return _Record(
             key,
             Money(amount, currency),
@@ -562,16 +577,13 @@ class SandboxProvider:
         settings = self.settings
         seed = settings.seed
         with self._transaction() as db:
-            records: dict[str, _Record] = {}  # the keys already in the books
-            fresh: dict[str, Payment] = {}  # the keys new in this batch
+            # the keys already in the books, then those new in this batch
+            records: dict[str, _Record] = self._records(db, [p.key for p in payments])
+            fresh: dict[str, Payment] = {}
             for index, payment in enumerate(payments):
                 self._check(index, payment)
                 if payment.key not in records and payment.key not in fresh:
-                    record = self._record(db, payment.key)
-                    if record is None:
-                        fresh[payment.key] = payment
-                    else:
-                        records[payment.key] = record
+                    fresh[payment.key] = payment
                 first = fresh.get(payment.key)
                 amount, address = (
                     (first.amount, first.address.key)
@@ -596,14 +608,13 @@ class SandboxProvider:
                 db.executemany("INSERT INTO tripped VALUES (?)", [(key,) for key in unavailable])
             timed_out = False
             finals: list[Result] = []
-            for payment in [] if unavailable else fresh.values():
-                record = self._fate(payment)
-                self._insert(db, record)
-                if record.outcome is not ResultKind.FAILED:
-                    db.execute(
-                        "INSERT INTO movements (key, amount) VALUES (?, ?)",
-                        (record.key, record.amount.minor),
-                    )
+            new = [self._fate(payment) for payment in ([] if unavailable else fresh.values())]
+            self._insert_all(db, new)
+            db.executemany(
+                "INSERT INTO movements (key, amount) VALUES (?, ?)",
+                [(r.key, r.amount.minor) for r in new if r.outcome is not ResultKind.FAILED],
+            )
+            for record in new:
                 if record.late_until == 0:
                     finals.append(self._make_result(record, *record.ending()))
                 records[record.key] = record
@@ -636,21 +647,24 @@ class SandboxProvider:
             code, message = problem
             raise ProviderError(self.name, f"payment {index}: {message}", provider_code=code)
 
-    def _insert(self, db: sqlite3.Connection, record: _Record) -> None:
-        db.execute(
+    def _insert_all(self, db: sqlite3.Connection, records: Sequence[_Record]) -> None:
+        db.executemany(
             "INSERT INTO payments (key, amount, currency, address, outcome, reason, late_until,"
             " return_at, polls, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            (
-                record.key,
-                record.amount.minor,
-                record.amount.currency,
-                record.address,
-                record.outcome.value,
-                None if record.reason is None else record.reason.value,
-                record.late_until,
-                record.return_at,
-                record.reference,
-            ),
+            [
+                (
+                    record.key,
+                    record.amount.minor,
+                    record.amount.currency,
+                    record.address,
+                    record.outcome.value,
+                    None if record.reason is None else record.reason.value,
+                    record.late_until,
+                    record.return_at,
+                    record.reference,
+                )
+                for record in records
+            ],
         )
 
     def status(self, keys: Sequence[str]) -> list[Result]:
@@ -662,18 +676,24 @@ class SandboxProvider:
         results: list[Result] = []
         finals: list[Result] = []
         with self._transaction() as db:
+            known = self._records(db, keys)
+            counted: dict[str, int] = {}
             for key in keys:
-                record = self._record(db, key)
+                record = known.get(key)
                 if record is None:
                     results.append(Result(key=key, kind=ResultKind.NOT_FOUND))
                     continue
-                polls = record.polls + 1
-                db.execute("UPDATE payments SET polls = ? WHERE key = ?", (polls, key))
+                polls = counted.get(key, record.polls) + 1
+                counted[key] = polls
                 if record.late_until > 0 and polls == record.late_until + 1:
                     finals.append(self._make_result(record, *record.ending()))
                 if polls == record.return_at:
                     finals.append(self._make_result(record, ResultKind.RETURNED, record.reason))
                 results.append(self._result(record, polls))
+            db.executemany(
+                "UPDATE payments SET polls = ? WHERE key = ?",
+                [(polls, key) for key, polls in counted.items()],
+            )
             self._queue_report(db, finals)
         return results
 
