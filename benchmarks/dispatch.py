@@ -85,6 +85,7 @@ def main() -> int:
             started = time.perf_counter()
             sent = ledger.dispatch("2021-09")
             dispatch_seconds = time.perf_counter() - started
+            dispatch_inside = sum(t.seconds for t in timed.values())
             started = time.perf_counter()
             rounds = 0
             while True:
@@ -105,9 +106,11 @@ def main() -> int:
     )
     total = dispatch_seconds + reconcile_seconds
     inside = sum(t.seconds for t in timed.values())
+    reconcile_inside = inside - dispatch_inside
     print(
-        f"  of which in the sandbox {inside:>10.2f} s;  the library alone: "
-        f"{ready / (total - inside):>10,.0f} instructions/s (dispatch + reconcile)"
+        f"  in the sandbox: dispatch {dispatch_inside:.2f} s, reconcile {reconcile_inside:.2f} s;"
+        f" the library alone: dispatch {ready / (dispatch_seconds - dispatch_inside):,.0f}/s,"
+        f" reconcile {ready / (reconcile_seconds - reconcile_inside):,.0f}/s"
     )
     print(
         f"dispatch + reconcile    {total:>12.2f} s  {ready / total:>12,.0f} instructions/s"

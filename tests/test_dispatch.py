@@ -141,7 +141,9 @@ def test_dispatch_sends_ready_instructions_in_batches_with_manifests(tmp_path: P
             )
             sent = json.loads(payload)
             # only what the provider needs leaves the agency
-            assert set(sent[0]) == {"key", "amount", "currency", "address", "payee", "reference"}
+            assert sent["columns"] == ["key", "amount", "currency", "address", "payee", "reference"]
+            assert len(sent["payments"]) == batch.payments
+            assert sum(row[1] for row in sent["payments"]) == batch.control_sum
         outcome = ledger.store.outcomes(PROGRAMME, Period.parse(P).ordinal)
         assert outcome[key["B0"]] == (None, "T1")
         assert outcome[key["B1"]] == ("inactive_wallet", None)

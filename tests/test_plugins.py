@@ -27,9 +27,7 @@ def distribution(root: Path, name: str, version: str, entries: dict[str, str]) -
         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
     )
     lines = "\n".join(f"{key} = {value}" for key, value in entries.items())
-    (info / "entry_points.txt").write_text(
-        f"[sap_payments.providers]\n{lines}\n", encoding="utf-8"
-    )
+    (info / "entry_points.txt").write_text(f"[sap_payments.providers]\n{lines}\n", encoding="utf-8")
 
 
 @pytest.fixture
@@ -40,7 +38,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         del sys.modules[module]
 
 
-GOOD = '''
+GOOD = """
 from sap_payments.providers import Capabilities, Result, ResultKind
 from sap_payments.beneficiaries import Channel
 
@@ -59,7 +57,7 @@ class Fake:
         return []
     def close(self):
         pass
-'''
+"""
 
 
 def test_listing_imports_nothing_and_loading_is_lazy(site: Path) -> None:

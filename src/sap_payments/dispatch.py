@@ -150,23 +150,19 @@ def _cycle(store: Store, programme: str, period: Period, *, open_only: bool = Tr
         raise CycleStateError(programme, str(period), "is closed")
 
 
+#: The columns of a batch payload's rows.
+PAYLOAD_COLUMNS: Final = ("key", "amount", "currency", "address", "payee", "reference")
+
+
 def _payload(batch: Sequence[Payment]) -> bytes:
-    """The batch as canonical JSON: what the manifest's SHA-256 covers."""
+    """The batch as compact JSON — ``{"columns": [...], "payments": [[...], ...]}`` — in
+    batch order: what the manifest's SHA-256 covers and the outbox file holds."""
+    rows = [
+        [p.key, p.amount.minor, p.amount.currency, p.address.key, p.payee_name, p.reference]
+        for p in batch
+    ]
     return json.dumps(
-        [
-            {
-                "key": p.key,
-                "amount": p.amount.minor,
-                "currency": p.amount.currency,
-                "address": p.address.key,
-                "payee": p.payee_name,
-                "reference": p.reference,
-            }
-            for p in batch
-        ],
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
+        {"columns": PAYLOAD_COLUMNS, "payments": rows}, ensure_ascii=False, separators=(",", ":")
     ).encode()
 
 
@@ -236,12 +232,7 @@ def apply_results(
     return ApplyResult(len(results) - len(ignored) - len(unknown), len(ignored), tuple(unknown))
 
 
-def _moves(
-    records: Iterable[InstructionRecord],
-    to: S,
-    detail: str | None,
-    batch_id: str | None = None,
-) -> list[Move]:
+def _moves(records: Iterable[InstructionRecord], to: S, detail: str | None) -> list[Move]:
     moves = []
     checked: set[str] = set()
     kind = f"instruction.{to.value.lower()}"
@@ -249,7 +240,7 @@ def _moves(
         if record.state not in checked:  # the table is consulted once per starting state
             check_transition(record.instruction_id, record.state, to)
             checked.add(record.state)
-        moves.append(Move(record.instruction_id, record.state, to, kind, detail, batch_id=batch_id))
+        moves.append(Move(record.instruction_id, record.state, to, kind, detail))
     return moves
 
 
@@ -373,7 +364,7 @@ def _send(
         )
     with store.transaction():  # the outbox: intent and state change, committed together
         store.add_batch(batch)
-        store.apply_moves(_moves(chunk, S.SUBMITTED, None, batch.batch_id), at, None)
+        store.apply_moves(_moves(chunk, S.SUBMITTED, batch.batch_id), at, None)
     try:
         results = provider.submit(payments)
     except ProviderTimeout as exc:

@@ -240,10 +240,9 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     # 2: dispatch — batches (the outbox's manifests), each instruction's batch and outcome,
     # and the settlement figures frozen when a cycle closes
     """
-    ALTER TABLE instructions ADD COLUMN batch_id TEXT;
+    -- (which batch carried an instruction is the detail of its READY → SUBMITTED event)
     ALTER TABLE instructions ADD COLUMN reason TEXT;
     ALTER TABLE instructions ADD COLUMN provider_reference TEXT;
-    CREATE INDEX instructions_by_batch ON instructions (batch_id) WHERE batch_id IS NOT NULL;
 
     CREATE TABLE batches (
         batch_id TEXT PRIMARY KEY,
@@ -920,29 +919,26 @@ class SQLiteStore:
         if not moves:
             return
         db = self._db
-        # Moves that set nothing but the state (and a batch) go set-wise, a statement for
-        # each (state, batch) and up to 500 instructions; the others one row at a time.
-        plain: dict[tuple[str, str | None], list[str]] = {}
+        # Moves that set nothing but the state go set-wise, a statement for each state and up
+        # to 500 instructions; those with a reason or reference one row at a time.
+        plain: dict[str, list[str]] = {}
         detailed = []
         for m in moves:
             if m.reason is None and m.provider_reference is None:
-                plain.setdefault((m.to_state, m.batch_id), []).append(m.instruction_id)
+                plain.setdefault(m.to_state, []).append(m.instruction_id)
             else:
-                detailed.append(
-                    (m.to_state, m.reason, m.provider_reference, m.batch_id, m.instruction_id)
-                )
-        for (to_state, batch_id), idents in plain.items():
+                detailed.append((m.to_state, m.reason, m.provider_reference, m.instruction_id))
+        for to_state, idents in plain.items():
             for start in range(0, len(idents), 500):
                 chunk = idents[start : start + 500]
                 db.execute(
-                    "UPDATE instructions SET state = ?, batch_id = coalesce(?, batch_id) "
+                    "UPDATE instructions SET state = ? "
                     f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
-                    (to_state, batch_id, *chunk),
+                    (to_state, *chunk),
                 )
         db.executemany(
             "UPDATE instructions SET state = ?, reason = coalesce(?, reason), "
-            "provider_reference = coalesce(?, provider_reference), "
-            "batch_id = coalesce(?, batch_id) WHERE instruction_id = ?",
+            "provider_reference = coalesce(?, provider_reference) WHERE instruction_id = ?",
             detailed,
         )
         released = [(m.instruction_id,) for m in moves if m.to_state in _RELEASING]

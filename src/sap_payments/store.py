@@ -156,7 +156,6 @@ class Move(NamedTuple):
     detail: str | None = None
     reason: str | None = None  # the provider's result reason, kept on the instruction
     provider_reference: str | None = None
-    batch_id: str | None = None  # the batch that carries it (on READY → SUBMITTED)
 
 
 class ImportRecord(NamedTuple):
@@ -317,7 +316,8 @@ class Store(Protocol):
         ...
 
     def add_batch(self, batch: BatchRecord) -> None:
-        """Record a batch (its instructions name it through their move to SUBMITTED)."""
+        """Record a batch (its instructions name it in the detail of their move to
+        SUBMITTED)."""
         ...
 
     def answer_batch(self, batch_id: str, at: str, outcome: str) -> None: ...
@@ -325,8 +325,8 @@ class Store(Protocol):
     def batches(self, programme: str, period: int) -> list[BatchRecord]: ...
 
     def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
-        """Set each instruction's new state (and the move's reason, provider reference and
-        batch where given), release the claims of those that end FAILED, RETURNED, UNCLAIMED or
+        """Set each instruction's new state (and the move's reason and provider reference
+        where given), release the claims of those that end FAILED, RETURNED, UNCLAIMED or
         CANCELLED, and record one event a move."""
         ...
 
