@@ -125,10 +125,17 @@ class AddressCheck:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A configured provider instance (a plugin bound to its settings)."""
+    """A configured provider instance (a plugin bound to its settings).
 
-    name: str
-    capabilities: Capabilities
+    ``name`` and ``capabilities`` may be plain attributes or read-only properties. ``validate``
+    must exist, but is only called when ``capabilities.address_validation`` is true.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     def submit(self, payments: Sequence[Payment]) -> list[Result]:
         """Send payments; idempotent by key. Returns what is known at once (often PENDING).
