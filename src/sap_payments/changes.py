@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import attrs
 
 from sap_payments.config import DEFAULT_PROGRAMME
-from sap_payments.errors import CycleNotFound
+from sap_payments.cycles import require_cycle
 from sap_payments.instructions import InstructionState, LineKind
 from sap_payments.periods import Period
 from sap_payments.rules import RuleSet
@@ -181,9 +181,7 @@ def change_report(
     """
     if isinstance(period, str):
         period = Period.parse(period)
-    cycle = store.cycle(programme, period.ordinal)
-    if cycle is None:
-        raise CycleNotFound(programme, str(period))
+    cycle = require_cycle(store, programme, period)
     earlier = [c.period for c in store.cycles(programme) if c.period < period.ordinal]
     previous = earlier[-1] if earlier else None
     explain = _Explainer(store, rules, programme, period, previous is None)

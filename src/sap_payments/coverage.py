@@ -30,7 +30,7 @@ from typing import Final
 import attrs
 
 from sap_payments.config import DEFAULT_PROGRAMME
-from sap_payments.errors import CycleNotFound
+from sap_payments.cycles import require_cycle
 from sap_payments.instructions import InstructionState
 from sap_payments.money import Money
 from sap_payments.periods import Period
@@ -231,10 +231,7 @@ class SettlementReport:
 def _cycle(store: Store, period: Period | str, programme: str) -> tuple[Period, CycleRecord]:
     if isinstance(period, str):
         period = Period.parse(period)
-    cycle = store.cycle(programme, period.ordinal)
-    if cycle is None:
-        raise CycleNotFound(programme, str(period))
-    return period, cycle
+    return period, require_cycle(store, programme, period)
 
 
 @attrs.frozen
@@ -256,6 +253,23 @@ class _Names:
                 )
             names.communes[area.commune_code] = area.commune_name
         return names
+
+    def label(
+        self, key: tuple[str, ...]
+    ) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+        """(province, its name, district, its name, commune, its name) of an area key, None
+        below the key's level and for a name not imported."""
+        province = key[0] if key else None
+        district = key[1] if len(key) > 1 and key[1] else None
+        commune = key[2] if len(key) > 2 else None
+        return (
+            province,
+            self.provinces.get(province) if province is not None else None,
+            district,
+            self.districts.get((key[0], district)) if district is not None else None,
+            commune,
+            self.communes.get(commune) if commune is not None else None,
+        )
 
 
 #: (province, district or "", commune): how every figure is keyed before it is rolled up.
@@ -368,17 +382,9 @@ def coverage_report(
     currency = cycle.currency
 
     def line(level: str, key: tuple[str, ...], area: _Coverage) -> CoverageLine:
-        province = key[0] if key else None
-        district = key[1] if len(key) > 1 and key[1] else None
-        commune = key[2] if len(key) > 2 else None
         return CoverageLine(
             level,
-            province,
-            names.provinces.get(province) if province is not None else None,
-            district,
-            names.districts.get((key[0], district)) if district is not None else None,
-            commune,
-            names.communes.get(commune) if commune is not None else None,
+            *names.label(key),
             area.communes,
             area.communes_electronic,
             area.beneficiaries,
@@ -455,18 +461,10 @@ def settlement_report(
     def line(
         level: str, provider: str | None, key: tuple[str, ...], row: list[int]
     ) -> SettlementLine:
-        province = key[0] if key else None
-        district = key[1] if len(key) > 1 and key[1] else None
-        commune = key[2] if len(key) > 2 else None
         return SettlementLine(
             level,
             provider,
-            province,
-            names.provinces.get(province) if province is not None else None,
-            district,
-            names.districts.get((key[0], district)) if district is not None else None,
-            commune,
-            names.communes.get(commune) if commune is not None else None,
+            *names.label(key),
             *(Tally(row[i], Money(row[i + 1], currency)) for i in range(0, 2 * width, 2)),
         )
 

@@ -51,12 +51,14 @@ __all__ = [
     "approve",
     "instruction_id",
     "prepare",
+    "require_cycle",
     "transition",
 ]
 
 S = InstructionState
 PREPARED: Final = "prepared"
 APPROVED: Final = "approved"
+CLOSED: Final = "closed"
 MANDATE_EXPIRED: Final = "mandate expired"
 NO_ADDRESS: Final = "no payable address: every address of the mandate has failed"
 #: Failure reasons that make an address dead: the next cycle pays through the next one.
@@ -796,6 +798,30 @@ def _digest_id(programme: str, period: Period, beneficiary_id: str, seq: int) ->
     return hashlib.sha256(text.encode()).hexdigest()[:20].upper()
 
 
+def require_cycle(
+    store: Store,
+    programme: str,
+    period: Period,
+    *,
+    states: Mapping[str, str] | None = None,
+) -> CycleRecord:
+    """The cycle, which must exist and, when ``states`` is given, be in one of its keys.
+
+    ``states`` maps each state the cycle may NOT be in to the clerk's explanation, e.g.
+    ``{"approved": "is already approved"}``; any state not listed is accepted.
+
+    Raises:
+        CycleNotFound: the cycle was never prepared.
+        CycleStateError: the cycle is in a state listed in ``states``.
+    """
+    cycle = store.cycle(programme, period.ordinal)
+    if cycle is None:
+        raise CycleNotFound(programme, str(period))
+    if states and cycle.state in states:
+        raise CycleStateError(programme, str(period), states[cycle.state])
+    return cycle
+
+
 def transition(
     store: Store,
     instruction_id: str,
@@ -858,11 +884,12 @@ def approve(
         raise InvalidInput("approve needs the approver's name (--by)")
     at = _now()
     with store.transaction():
-        cycle = store.cycle(programme, period.ordinal)
-        if cycle is None:
-            raise CycleNotFound(programme, str(period))
-        if cycle.state != PREPARED:
-            raise CycleStateError(programme, str(period), f"is already {cycle.state}")
+        cycle = require_cycle(
+            store,
+            programme,
+            period,
+            states={APPROVED: "is already approved", CLOSED: "is already closed"},
+        )
         check_transition("(cycle)", S.CREATED, S.READY)
         ready = store.bulk_transition(
             programme,

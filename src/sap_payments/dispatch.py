@@ -29,7 +29,8 @@ import attrs
 from sap_payments._files import write_atomically
 from sap_payments.beneficiaries import parse_address
 from sap_payments.config import DEFAULT_PROGRAMME
-from sap_payments.errors import CycleNotFound, CycleStateError
+from sap_payments.cycles import CLOSED, PREPARED, require_cycle
+from sap_payments.errors import CycleStateError
 from sap_payments.instructions import OPEN_STATES, InstructionState, check_transition
 from sap_payments.money import Money
 from sap_payments.periods import Period
@@ -57,8 +58,6 @@ __all__ = [
 ]
 
 S = InstructionState
-APPROVED: Final = "approved"
-CLOSED: Final = "closed"
 
 #: How a result moves an instruction, from each state it may find it in. A pair missing here
 #: means the result is stale (late, repeated, out of order) and is ignored.
@@ -140,14 +139,11 @@ def payment_of(record: InstructionRecord, reference: str) -> Payment:
     )
 
 
-def _cycle(store: Store, programme: str, period: Period, *, open_only: bool = True) -> None:
-    cycle = store.cycle(programme, period.ordinal)
-    if cycle is None:
-        raise CycleNotFound(programme, str(period))
-    if cycle.state not in (APPROVED, CLOSED):
-        raise CycleStateError(programme, str(period), "is not approved yet")
-    if open_only and cycle.state == CLOSED:
-        raise CycleStateError(programme, str(period), "is closed")
+_NOT_YET: Final = {PREPARED: "is not approved yet"}
+
+
+def _cycle(store: Store, programme: str, period: Period) -> None:
+    require_cycle(store, programme, period, states={**_NOT_YET, CLOSED: "is closed"})
 
 
 #: The columns of a batch payload's rows.
@@ -449,11 +445,9 @@ def close_cycle(
         period = Period.parse(period)
     at = _now()
     with store.transaction():
-        cycle = store.cycle(programme, period.ordinal)
-        if cycle is None:
-            raise CycleNotFound(programme, str(period))
-        if cycle.state != APPROVED:
-            raise CycleStateError(programme, str(period), f"is {cycle.state}, not approved")
+        cycle = require_cycle(
+            store, programme, period, states={**_NOT_YET, CLOSED: "is already closed"}
+        )
         still_open = store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES))
         if still_open:
             states: dict[str, int] = {}
