@@ -85,6 +85,15 @@ for (_kind, _start), _path in _PATHS.items():  # the paths obey the one transiti
     for _before, _after in zip((_start, *_path), _path, strict=False):
         check_transition("(path)", _before, _after)
 
+#: The same as the moves each makes: (from, to, event kind).
+_STEPS: Final[Mapping[tuple[ResultKind, str], tuple[tuple[S, S, str], ...]]] = {
+    key: tuple(
+        (before, after, f"instruction.{after.value.lower()}")
+        for before, after in zip((key[1], *path), path, strict=False)
+    )
+    for key, path in _PATHS.items()
+}
+
 #: States whose outcome a status query can settle.
 _QUERYABLE: Final = (S.SUBMITTED, S.ACCEPTED, S.UNKNOWN)
 
@@ -168,33 +177,36 @@ def apply_results(
     *,
     provider: str | None = None,
     actor: str | None = None,
-    known: Sequence[InstructionRecord] | None = None,
+    known: Mapping[str, tuple[str, str]] | None = None,
 ) -> ApplyResult:
     """Move instructions according to provider results, through the transition table.
 
     Results for unknown keys are reported back, not applied; stale results are ignored.
-    ``known``: the instructions as the caller just wrote them (saves reading them again).
+    ``known``: instruction id → (state, provider) as the caller just wrote them (saves reading
+    them again).
     """
     results = list(results)
     at = _now()
     with store.transaction():
         if known is None:
-            known = store.instructions_by_id([x.key for x in results])
-        records = {r.instruction_id: r for r in known}
+            known = {
+                r.instruction_id: (r.state, r.provider)
+                for r in store.instructions_by_id([x.key for x in results])
+            }
+        state = {key: current for key, (current, _) in known.items()}
         moves: list[Move] = []
         ignored: list[EventRecord] = []
         unknown: list[str] = []
-        state = {key: S(record.state) for key, record in records.items()}
         for result in results:
-            record = records.get(result.key)
-            if record is None or (provider is not None and record.provider != provider):
+            entry = known.get(result.key)
+            if entry is None or (provider is not None and entry[1] != provider):
                 unknown.append(result.key)
                 continue
             current = state[result.key]
             if result.kind == ResultKind.PENDING and current == S.ACCEPTED:
                 continue  # still in progress: nothing new to record
-            path = _PATHS.get((result.kind, current))
-            if path is None:
+            steps = _STEPS.get((result.kind, current))
+            if steps is None:
                 ignored.append(
                     EventRecord(
                         at,
@@ -208,21 +220,10 @@ def apply_results(
                 )
                 continue
             reason = result.reason.value if result.reason else None
-            before = current
-            for after in path:
-                moves.append(
-                    Move(
-                        result.key,
-                        before,
-                        after,
-                        f"instruction.{after.value.lower()}",
-                        reason,
-                        reason,
-                        result.provider_reference,
-                    )
-                )
-                before = after
-            state[result.key] = path[-1]
+            reference = result.provider_reference
+            for before, after, kind in steps:
+                moves.append(Move(result.key, before, after, kind, reason, reason, reference))
+            state[result.key] = steps[-1][1]
         store.apply_moves(moves, at, actor)
         store.append_events(ignored)
     return ApplyResult(len(results) - len(ignored) - len(unknown), len(ignored), tuple(unknown))
@@ -374,7 +375,7 @@ def _send(
         _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
         errors.append(str(exc))
         return
-    submitted = [record._replace(state=S.SUBMITTED) for record in chunk]
+    submitted = {record.instruction_id: (S.SUBMITTED.value, name) for record in chunk}
     with store.transaction():  # the answer and its results: one commit
         store.answer_batch(batch.batch_id, _now(), "answered")
         apply_results(store, results, provider=name, known=submitted)
@@ -426,7 +427,12 @@ def reconcile(
             except ProviderError:
                 continue  # still unknown; the next reconcile asks again
             queried += len(keys)
-            outcome = apply_results(store, results, provider=name, known=chunk)
+            outcome = apply_results(
+                store,
+                results,
+                provider=name,
+                known={r.instruction_id: (r.state, r.provider) for r in chunk},
+            )
             applied += outcome.applied
             ignored += outcome.ignored
     still_open = len(store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES)))
