@@ -90,3 +90,27 @@ def test_a_stored_beneficiary_reads_back_as_domain_objects(tmp_path: Path) -> No
     assert found.mandate.proxy.name == "Lê Thị Hoa"
     assert not found.mandate.expired_for(Period.parse("2022-12"))
     assert found.mandate.expired_for(Period.parse("2023-01"))
+
+
+def test_an_instruction_reads_back_as_a_domain_object(tmp_path: Path) -> None:
+    from sap_payments import Instruction, InstructionState, LineKind, Period, WalletAddress
+
+    load = RosterLoader(tmp_path)
+    with open_ledger(tmp_path) as ledger:
+        load(ledger, roster_row("A1", first_period="2021-07", paid_through=""))
+        ledger.prepare("2021-09")
+        (record, _), *_ = list(ledger.instructions("2021-09"))
+        found = ledger.instruction(record.instruction_id)
+        assert ledger.instruction("202109-NOPE") is None
+    assert isinstance(found, Instruction)
+    assert found.state is InstructionState.CREATED
+    assert not found.final
+    assert found.address == WalletAddress("+84912345678", "viettelpay")
+    assert found.amount == Money.vnd(3 * 360_000)
+    assert [(str(e.month), e.kind, e.amount.minor) for e in found.lines] == [
+        ("2021-07", LineKind.ARREARS, 360_000),
+        ("2021-08", LineKind.ARREARS, 360_000),
+        ("2021-09", LineKind.REGULAR, 360_000),
+    ]
+    assert sum(e.amount.minor for e in found.lines) == found.amount.minor
+    assert found.period == Period.parse("2021-09")

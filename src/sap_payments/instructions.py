@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from sap_payments.beneficiaries import FinancialAddress
 from sap_payments.errors import InvalidTransition
+from sap_payments.money import Money
+from sap_payments.periods import Period
+
+if TYPE_CHECKING:
+    from sap_payments.entitlements import Entitlement
 
 __all__ = [
     "FINAL_STATES",
@@ -33,6 +39,7 @@ __all__ = [
     "REPAYABLE_STATES",
     "TRANSITIONS",
     "Event",
+    "Instruction",
     "InstructionState",
     "LineKind",
     "check_transition",
@@ -118,3 +125,24 @@ class Event:
     to_state: InstructionState | None = None
     actor: str | None = None
     detail: str | None = None
+
+
+@attrs.frozen
+class Instruction:
+    """One payment to one payee in one cycle, carrying every entitlement line due in it."""
+
+    instruction_id: str  # deterministic; also the idempotency key providers see
+    programme: str
+    period: Period
+    beneficiary_id: str
+    state: InstructionState
+    payee: str  # the beneficiary, or the authorised proxy
+    payee_is_proxy: bool
+    address: FinancialAddress
+    amount: Money
+    lines: tuple[Entitlement, ...]
+    held_reason: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES

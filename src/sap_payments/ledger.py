@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
@@ -30,6 +31,7 @@ from sap_payments.beneficiaries import (
     Sex,
     Status,
     WalletAddress,
+    parse_address,
 )
 from sap_payments.changes import ChangeReport, change_report
 from sap_payments.config import Config
@@ -56,7 +58,10 @@ from sap_payments.dispatch import (
     dispatch,
     reconcile,
 )
+from sap_payments.entitlements import Entitlement
 from sap_payments.errors import CycleNotFound
+from sap_payments.instructions import Instruction, InstructionState, LineKind
+from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.plugins import open_providers
 from sap_payments.providers import Provider, Result
@@ -174,6 +179,34 @@ class Ledger:
         """A beneficiary as domain objects: who, under which decision, paid how."""
         record = self.store.beneficiary(beneficiary_id)
         return None if record is None else enrolment(record, self.config.programme)
+
+    def instruction(self, instruction_id: str) -> Instruction | None:
+        """An instruction as a domain object, with its lines as entitlements."""
+        record = self.store.instruction(instruction_id)
+        if record is None:
+            return None
+        return Instruction(
+            record.instruction_id,
+            record.programme,
+            Period(record.period),
+            record.beneficiary_id,
+            InstructionState(record.state),
+            record.payee_name,
+            record.payee_kind == "proxy",
+            parse_address(record.address, record.provider),
+            Money(record.amount, record.currency),
+            tuple(
+                Entitlement(
+                    record.programme,
+                    record.beneficiary_id,
+                    Period(month),
+                    LineKind(kind),
+                    Money(amount, record.currency),
+                )
+                for month, kind, amount, _coefficient in json.loads(record.lines)
+            ),
+            record.held_reason,
+        )
 
     def import_areas(self, path: str | os.PathLike[str]) -> int:
         return import_areas(self.store, path)
