@@ -148,6 +148,15 @@ def _parser() -> argparse.ArgumentParser:
         "areas", help="import area codes and names (CSV or XLSX)", parents=[common]
     )
     areas.add_argument("file", type=Path)
+    report_files = imports.add_parser(
+        "reports",
+        help="apply a provider's report files (a bank's pain.002 / camt.054), each exactly once",
+        parents=[common],
+    )
+    report_files.add_argument(
+        "files", type=Path, nargs="+", help="files, or directories (an inbox: every file in it)"
+    )
+    report_files.add_argument("--provider", required=True, help="the configured provider")
 
     cycle = commands.add_parser("cycle", help="prepare, approve and show cycles", parents=[common])
     cycles = cycle.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -245,6 +254,25 @@ class _Target:
 
 def _cmd_import(args: argparse.Namespace, out: TextIO) -> None:
     with _open(args) as ledger:
+        if args.what == "reports":
+            paths = sorted(
+                path
+                for given in args.files
+                for path in (
+                    [p for p in given.iterdir() if p.is_file()] if given.is_dir() else [given]
+                )
+                if not path.name.startswith(".")
+            )
+            for path in paths:
+                done = ledger.import_report(path, provider=args.provider)
+                if done.already_imported:
+                    out.write(f"{path.name}: imported before; nothing to do\n")
+                else:
+                    out.write(
+                        f"{path.name}: {done.results:,} results, {done.applied:,} applied, "
+                        f"{done.ignored:,} stale\n"
+                    )
+            return
         if args.what == "areas":
             count = ledger.import_areas(args.file)
             out.write(f"imported {count:,} areas from {args.file}\n")

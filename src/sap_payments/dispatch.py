@@ -30,7 +30,7 @@ from sap_payments._files import write_atomically
 from sap_payments.beneficiaries import parse_address
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.cycles import CLOSED, PREPARED, require_cycle
-from sap_payments.errors import CycleStateError
+from sap_payments.errors import CycleStateError, InvalidInput
 from sap_payments.instructions import OPEN_STATES, InstructionState, check_transition
 from sap_payments.money import Money
 from sap_payments.periods import Period
@@ -43,16 +43,26 @@ from sap_payments.providers import (
     Result,
     ResultKind,
 )
-from sap_payments.store import BatchRecord, EventRecord, InstructionRecord, Move, Store
+from sap_payments.store import (
+    BatchRecord,
+    EventRecord,
+    ImportSummary,
+    InstructionRecord,
+    Move,
+    Store,
+)
 
 __all__ = [
     "ApplyResult",
     "CloseResult",
     "DispatchResult",
+    "InvalidReport",
     "ReconcileResult",
+    "ReportImport",
     "apply_results",
     "close_cycle",
     "dispatch",
+    "import_report",
     "payment_of",
     "reconcile",
 ]
@@ -475,3 +485,96 @@ def close_cycle(
             [EventRecord(at, "cycle.closed", None, None, None, None, f"{programme} {period}")]
         )
     return CloseResult(programme, period, instructed, paid, 0)
+
+
+@attrs.frozen
+class ReportImport:
+    """What importing one provider report file did."""
+
+    source: str
+    sha256: str
+    results: int
+    applied: int
+    ignored: int
+    already_imported: bool
+
+
+class InvalidReport(InvalidInput):
+    """A report that names instructions this ledger does not have for the provider, or amounts
+    that differ from them. Nothing from it was applied."""
+
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        shown = "\n".join(f"  {key}: {reason}" for key, reason in self.problems[:20])
+        more = len(self.problems) - 20
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        super().__init__(
+            f"{source}: {len(self.problems)} results do not match the ledger; nothing was "
+            f"applied\n{shown}{tail}"
+        )
+
+
+def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
+    """Apply a provider's report file (a bank's pain.002 or camt.054, a sandbox report), all of
+    it or nothing, and exactly once: the same file again is a no-op.
+
+    Raises:
+        InvalidReport: the file names unknown instructions or wrong amounts.
+        InvalidInput, ProviderError: the provider cannot read the file (malformed, unknown type).
+    """
+    source = str(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if store.find_import("report", digest) is not None:
+        return ReportImport(source, digest, 0, 0, 0, already_imported=True)
+    results = provider.parse_report(data)
+    at = _now()
+    with store.transaction():
+        records = {
+            r.instruction_id: r for r in store.instructions_by_id(sorted({x.key for x in results}))
+        }
+        problems = []
+        for result in results:
+            record = records.get(result.key)
+            if record is None or record.provider != provider.name:
+                problems.append((result.key, f"no instruction of provider {provider.name}"))
+            elif result.amount is not None and (
+                result.amount.minor != record.amount or result.amount.currency != record.currency
+            ):
+                problems.append(
+                    (
+                        result.key,
+                        f"amount {result.amount} differs from the instruction's "
+                        f"{Money(record.amount, record.currency)}",
+                    )
+                )
+        if problems:
+            raise InvalidReport(source, problems)
+        import_id = store.add_import("report", source, digest, at)
+        outcome = apply_results(
+            store,
+            results,
+            provider=provider.name,
+            known={key: (r.state, r.provider) for key, r in records.items()},
+        )
+        store.finish_import(
+            import_id, len(results), ImportSummary(outcome.applied, 0, outcome.ignored)
+        )
+        store.append_events(
+            [
+                EventRecord(
+                    at,
+                    "report.imported",
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"{provider.name}: {source}, {len(results)} results, {outcome.applied} "
+                    f"applied, {outcome.ignored} stale; sha256 {digest}",
+                )
+            ]
+        )
+    return ReportImport(
+        source, digest, len(results), outcome.applied, outcome.ignored, already_imported=False
+    )

@@ -53,13 +53,15 @@ from sap_payments.dispatch import (
     CloseResult,
     DispatchResult,
     ReconcileResult,
+    ReportImport,
     apply_results,
     close_cycle,
     dispatch,
+    import_report,
     reconcile,
 )
 from sap_payments.entitlements import Entitlement
-from sap_payments.errors import CycleNotFound
+from sap_payments.errors import ConfigError, CycleNotFound
 from sap_payments.instructions import Instruction, InstructionState, LineKind
 from sap_payments.money import Money
 from sap_payments.periods import Period
@@ -139,6 +141,13 @@ class Ledger:
     ) -> ApplyResult:
         """Apply results from a provider's report or callback."""
         return apply_results(self.store, results, provider=provider)
+
+    def import_report(self, path: str | os.PathLike[str], *, provider: str) -> ReportImport:
+        """Apply a provider's report file (e.g. a bank's pain.002 or camt.054), exactly once."""
+        instances = self.provider_instances()
+        if provider not in instances:
+            raise ConfigError(f"provider {provider!r} is not configured", key="providers")
+        return import_report(self.store, instances[provider], Path(path))
 
     def close_cycle(self, period: Period | str, *, programme: str | None = None) -> CloseResult:
         """Close a cycle once nothing is open; freezes its settlement figures."""
