@@ -169,3 +169,23 @@ def test_same_seed_same_roster_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "areas.csv").read_bytes() == (
         tmp_path / "c" / "areas.csv"
     ).read_bytes()
+
+
+def test_demo_can_route_the_bank_through_iso20022_files(tmp_path: Path) -> None:
+    directory = tmp_path / "bank"
+    code, text = run_demo(directory, "--bank", "iso20022")
+    assert code == 0, text
+    files = sorted((directory / "bank-outbox").glob("pain.001.001.09-*.xml"))
+    answers = sorted((directory / "bank-inbox").glob("*.xml"))
+    assert len(files) >= 3  # at least one payment file a month
+    assert len(answers) == 2 * len(files)  # a pain.002 and a camt.054 for each
+    config = (directory / "sap-payments.toml").read_text(encoding="utf-8")
+    assert 'plugin = "iso20022-bank"' in config
+    with Ledger.open(directory / "sap-payments.db") as ledger:
+        assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["closed"] * 3
+        bank = [r for r, _ in ledger.instructions(PERIOD) if r.provider == "vietinbank"]
+        assert bank
+        assert {r.state for r in bank} <= {"PAID", "FAILED", "RETURNED", "CANCELLED"}
+        assert "PAID" in {r.state for r in bank}
+        imported = ledger.store.query("SELECT count(*) FROM imports WHERE kind = 'report'")
+        assert imported == [(len(answers),)]

@@ -219,6 +219,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where the demo writes its roster, ledger and reports (default ./sap-payments-demo)",
     )
     demo.add_argument("--seed", type=int, default=2021, help="seed of the synthetic roster")
+    demo.add_argument(
+        "--bank",
+        choices=("sandbox", "iso20022"),
+        default="sandbox",
+        help="the bank channel: the in-process sandbox, or ISO 20022 files (pain.001 out, "
+        "pain.002 and camt.054 back from a simulated bank)",
+    )
     return parser
 
 
@@ -421,7 +428,7 @@ def _cmd_rules(args: argparse.Namespace, out: TextIO) -> None:
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     from sap_payments.demo import run_demo
 
-    run_demo(args.dir, seed=args.seed, out=out, quiet=getattr(args, "quiet", False))
+    run_demo(args.dir, seed=args.seed, out=out, quiet=getattr(args, "quiet", False), bank=args.bank)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {

@@ -34,6 +34,7 @@ from sap_payments.synthetic import (
     write_areas_csv,
     write_roster_csv,
 )
+from sap_payments.testing.bank import BankSimulator
 
 __all__ = ["APPROVER", "DEMO_CONFIG", "PERIOD", "PERIODS", "run_demo"]
 
@@ -87,10 +88,10 @@ _JOINERS = 25
 def _clear(directory: Path) -> None:
     for name in ("sap-payments.db", "sap-payments.db-wal", "sap-payments.db-shm"):
         (directory / name).unlink(missing_ok=True)
-    outbox = directory / "outbox"
-    if outbox.is_dir():
-        for path in sorted(outbox.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
+    for folder in ("outbox", "bank-outbox", "bank-inbox"):
+        if (directory / folder).is_dir():
+            for path in sorted((directory / folder).rglob("*"), reverse=True):
+                path.rmdir() if path.is_dir() else path.unlink()
 
 
 def _next_roster(rows: list[dict[str, str]], month: int, seed: int) -> list[dict[str, str]]:
@@ -120,24 +121,64 @@ def _write(path: Path, rows: list[dict[str, str]]) -> None:
     write_roster_csv(path, ([row[c] for c in ROSTER_COLUMNS] for row in rows))
 
 
-def _settle(ledger: Ledger, period: str) -> int:
-    """Dispatch, then ask until nothing is open; the number of rounds it took."""
+_BANK_FILES = """
+[providers.vietinbank]                 # the bank through ISO 20022 files (pain.001 out,
+plugin = "iso20022-bank"               # pain.002 and camt.054 in), answered by the simulator
+channel = "bank"
+outbox = "{outbox}"
+debtor_name = "Sở Lao động - Thương binh và Xã hội tỉnh Thừa Thiên Huế"
+debtor_account = "102010001234567"
+debtor_bank_bin = "970415"
+"""
+
+
+def demo_config(bank: str, directory: Path) -> str:
+    """The demo's configuration; ``bank="iso20022"`` routes the bank channel through files."""
+    if bank == "sandbox":
+        return DEMO_CONFIG
+    start = DEMO_CONFIG.index("[providers.vietinbank]")
+    end = DEMO_CONFIG.index("[providers.vnpost]")
+    files = _BANK_FILES.format(outbox=(directory / "bank-outbox").resolve().as_posix())
+    return DEMO_CONFIG[:start] + files.lstrip() + "\n" + DEMO_CONFIG[end:]
+
+
+def _settle(ledger: Ledger, period: str, bank: BankSimulator | None) -> int:
+    """Dispatch, then ask (and read the bank's files) until nothing is open; the rounds taken."""
     ledger.dispatch(period)
     for rounds in range(1, 21):
+        if bank is not None:
+            for path in bank.process():
+                ledger.import_report(path, provider="vietinbank")
         if ledger.reconcile(period).open == 0:
             return rounds
         ledger.dispatch(period)  # anything the provider never received goes again
     return 20
 
 
-def run_demo(directory: Path, *, seed: int = 2021, out: TextIO, quiet: bool = False) -> Path:
-    """Run the demo in ``directory`` (created if needed; an earlier demo ledger is replaced)."""
+def run_demo(
+    directory: Path,
+    *,
+    seed: int = 2021,
+    out: TextIO,
+    quiet: bool = False,
+    bank: str = "sandbox",
+) -> Path:
+    """Run the demo in ``directory`` (created if needed; an earlier demo ledger is replaced).
+
+    ``bank="iso20022"`` sends the bank channel as pain.001 files and reads the simulated bank's
+    pain.002 and camt.054 answers (:mod:`sap_payments.testing.bank`).
+    """
     del quiet
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     _clear(directory)
     config_path = directory / "sap-payments.toml"
-    config_path.write_text(DEMO_CONFIG, encoding="utf-8")
+    config_path.write_text(demo_config(bank, directory), encoding="utf-8")
+    simulator = (
+        BankSimulator(directory / "bank-outbox", directory / "bank-inbox", seed=seed)
+        if bank == "iso20022"
+        else None
+    )
     roster = directory / "roster.csv"
     spec = RosterSpec(seed=seed)
     count = write_roster_csv(roster, roster_rows(spec))
@@ -190,7 +231,7 @@ def run_demo(directory: Path, *, seed: int = 2021, out: TextIO, quiet: bool = Fa
                 f"Approved by {approval.approved_by}: {approval.ready:,} ready, total "
                 f"{approval.total}\n"
             )
-            rounds = _settle(ledger, period)
+            rounds = _settle(ledger, period, simulator)
             closed = ledger.close_cycle(period)
             settlement = ledger.settlement(period)
             total = settlement.total

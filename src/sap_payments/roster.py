@@ -23,6 +23,7 @@ import attrs
 
 from sap_payments._workers import count_progress, worker_pool
 from sap_payments.errors import InvalidRoster, RowProblem
+from sap_payments.iso20022.napas import NAPAS_BANKS
 from sap_payments.rules import RuleSet, canonical_coefficient
 from sap_payments.sqlite_store import SQLiteStore, write_staging
 from sap_payments.store import (
@@ -484,6 +485,8 @@ class _RowChecker:
         if bank_bin or account_number:
             if not _BIN.fullmatch(bank_bin):
                 add(line, "bank_bin", "must be the bank's 6-digit NAPAS BIN")
+            elif bank_bin not in NAPAS_BANKS:
+                add(line, "bank_bin", f"{bank_bin} is not the BIN of a NAPAS member bank")
             if not _ACCOUNT.fullmatch(account_number):
                 add(line, "account_number", "must be 6–19 letters or digits")
         elif channel == "bank":

@@ -1,0 +1,251 @@
+"""The ``iso20022-bank`` provider plugin: payment files out, status reports and notifications in.
+
+A bank does not answer a file straight away: ``submit`` writes the batch as a pain.001 file
+(and its manifest) into the configured ``outbox`` directory, atomically, and answers PENDING for
+every payment. The bank's pain.002 status reports and camt.054 notifications arrive later as
+files; ``parse_report`` turns one into results (``Ledger.import_bank_file`` applies them,
+exactly once per file). The plugin keeps a register of which keys each message carried, so a
+rejection of a whole message or payment information applies to every transaction under it.
+
+Settings (``[providers.NAME]`` in ``sap-payments.toml``)::
+
+    plugin = "iso20022-bank"
+    channel = "bank"
+    outbox = "/srv/sap-payments/outbox/vietinbank"   # where pain.001 files are written
+    debtor_name = "Sở LĐ-TB&XH tỉnh Thừa Thiên Huế"  # the agency's budget account
+    debtor_account = "1234567890"
+    debtor_bank_bin = "970415"
+    version = "09"                                   # or "03"
+    latin_names = false                              # the bank wants names without diacritics
+    max_batch = 5000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from sap_payments._files import write_atomically
+from sap_payments.beneficiaries import BankAccount, Channel, FinancialAddress
+from sap_payments.errors import ConfigError
+from sap_payments.iso20022.model import BankProfile, CreditTransfer, DebtorAccount, TransferBatch
+from sap_payments.iso20022.napas import bank_by_bin
+from sap_payments.iso20022.pain001 import write_pain001
+from sap_payments.iso20022.reading import (
+    message_type,
+    notice_results,
+    read_camt054,
+    read_pain002,
+    rejected_messages,
+    rejected_payment_infos,
+    status_results,
+)
+from sap_payments.providers import (
+    AddressCheck,
+    Capabilities,
+    Payment,
+    ProviderError,
+    Reason,
+    Result,
+    ResultKind,
+)
+
+__all__ = ["BankFileProvider", "bank_files"]
+
+_KEYS: Final = frozenset(
+    {
+        "outbox",
+        "debtor_name",
+        "debtor_account",
+        "debtor_bank_bin",
+        "debtor_bic",
+        "version",
+        "latin_names",
+        "max_batch",
+    }
+)
+
+
+@attrs.frozen
+class _Settings:
+    outbox: Path
+    debtor: DebtorAccount
+    profile: BankProfile
+    max_batch: int
+
+    @classmethod
+    def of(cls, name: str, settings: Mapping[str, Any]) -> _Settings:
+        def fail(key: str, message: str) -> ConfigError:
+            return ConfigError(message, key=f"providers.{name}.{key}")
+
+        unknown = sorted(set(settings) - _KEYS)
+        if unknown:
+            raise fail(unknown[0], "unknown setting of the iso20022-bank plugin")
+        for key in ("outbox", "debtor_name", "debtor_account", "debtor_bank_bin"):
+            if not isinstance(settings.get(key), str) or not settings[key]:
+                raise fail(key, "required (a non-empty string)")
+        version = settings.get("version", "09")
+        if version not in ("09", "03"):
+            raise fail("version", 'must be "09" (pain.001.001.09) or "03" (pain.001.001.03)')
+        latin = settings.get("latin_names", False)
+        if not isinstance(latin, bool):
+            raise fail("latin_names", "must be true or false")
+        max_batch = settings.get("max_batch", 5000)
+        if type(max_batch) is not int or max_batch < 1:
+            raise fail("max_batch", "must be a whole number of at least 1")
+        bank_bin = settings["debtor_bank_bin"]
+        bank = bank_by_bin(bank_bin)
+        if bank is None:
+            raise fail("debtor_bank_bin", f"{bank_bin} is not a NAPAS member bank's BIN")
+        debtor = DebtorAccount(
+            settings["debtor_name"],
+            settings["debtor_account"],
+            bank_bin,
+            settings.get("debtor_bic") or bank.swift,
+        )
+        return cls(Path(settings["outbox"]), debtor, BankProfile(latin, version), max_batch)
+
+
+class BankFileProvider:
+    """A bank that takes pain.001 files and answers with pain.002 and camt.054 files."""
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = _Settings.of(name, settings)
+        self.capabilities = Capabilities(
+            channels=frozenset({Channel.BANK}),
+            max_batch=self.settings.max_batch,
+            status_query=False,
+            callbacks=False,
+            address_validation=True,
+        )
+        self.settings.outbox.mkdir(parents=True, exist_ok=True)
+        self._register = sqlite3.connect(self.settings.outbox / "register.db")
+        self._register.execute(
+            "CREATE TABLE IF NOT EXISTS sent (key TEXT PRIMARY KEY, message_id TEXT NOT NULL, "
+            "amount INTEGER NOT NULL, currency TEXT NOT NULL)"
+        )
+        self._register.commit()
+
+    # -- out --------------------------------------------------------------------------------
+    def submit(self, payments: Sequence[Payment]) -> list[Result]:
+        """Write the payments not yet sent as one pain.001 file; PENDING for every payment."""
+        known = self._known([p.key for p in payments])
+        fresh = [p for p in payments if p.key not in known]
+        if fresh:
+            self._write(fresh)
+        return [Result(p.key, ResultKind.PENDING) for p in payments]
+
+    def _known(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            found.update(
+                row[0]
+                for row in self._register.execute(
+                    f"SELECT key FROM sent WHERE key IN ({', '.join('?' * len(chunk))})", chunk
+                )
+            )
+        return found
+
+    def _write(self, payments: Sequence[Payment]) -> None:
+        digest = hashlib.sha256("\n".join(sorted(p.key for p in payments)).encode()).hexdigest()
+        message_id = f"SAP{digest[:29].upper()}"  # 32 characters, the same for the same keys
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        transfers = []
+        for payment in payments:
+            address = payment.address
+            if not isinstance(address, BankAccount):
+                raise ProviderError(
+                    self.name, f"payment {payment.key}: not a bank account", provider_code="BANK"
+                )
+            transfers.append(
+                CreditTransfer(
+                    payment.key,
+                    payment.amount,
+                    payment.payee_name,
+                    address.account_number,
+                    address.bank_bin,
+                    payment.reference,
+                )
+            )
+        batch = TransferBatch(message_id, now, now.date(), self.settings.debtor, tuple(transfers))
+        data = write_pain001(batch, self.settings.profile)
+        directory = self.settings.outbox
+        name = f"pain.001.001.{self.settings.profile.version}-{message_id}"
+        write_atomically(directory / f"{name}.xml", data)
+        write_atomically(
+            directory / f"{name}.manifest.json",
+            json.dumps(
+                {
+                    "message_id": message_id,
+                    "count": len(transfers),
+                    "control_sum": sum(t.amount.minor for t in transfers),
+                    "currency": "VND",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                },
+                indent=1,
+            ).encode(),
+        )
+        with self._register:  # after the file: a registered key always has its file
+            self._register.executemany(
+                "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)",
+                [(p.key, message_id, p.amount.minor, p.amount.currency) for p in payments],
+            )
+
+    def status(self, keys: Sequence[str]) -> list[Result]:
+        raise ProviderError(
+            self.name, "a bank answers by file: import its reports", provider_code="NO_STATUS"
+        )
+
+    def validate(self, address: FinancialAddress, payee_name: str | None = None) -> AddressCheck:
+        if not isinstance(address, BankAccount) or bank_by_bin(address.bank_bin) is None:
+            return AddressCheck(ok=False, reason=Reason.UNKNOWN_ACCOUNT)
+        account = address.account_number
+        if not (6 <= len(account) <= 19 and account.isalnum() and account.isascii()):
+            return AddressCheck(ok=False, reason=Reason.UNKNOWN_ACCOUNT)
+        return AddressCheck(ok=True)
+
+    # -- in ---------------------------------------------------------------------------------
+    def parse_report(self, data: bytes) -> list[Result]:
+        """The results of a pain.002 or camt.054 file. A rejection of a whole message or payment
+        information becomes a FAILED result for every key that message carried.
+
+        Raises:
+            BankFileError (an InvalidInput): malformed, or not a pain.002 / camt.054.
+        """
+        kind = message_type(data)
+        if kind == "camt.054":
+            return notice_results(read_camt054(data))
+        results = status_results(read_pain002(data))
+        listed = {r.key for r in results}
+        for message_id, reason in [*rejected_messages(data), *rejected_payment_infos(data)]:
+            for (key,) in self._register.execute(
+                "SELECT key FROM sent WHERE message_id = ?", (message_id,)
+            ):
+                if key not in listed:
+                    results.append(
+                        Result(
+                            key,
+                            ResultKind.FAILED,
+                            Reason.REFUSED,
+                            provider_code=reason,
+                            provider_message=f"message {message_id} rejected",
+                        )
+                    )
+        return results
+
+    def close(self) -> None:
+        self._register.close()
+
+
+def bank_files(name: str, settings: Mapping[str, Any]) -> BankFileProvider:
+    """Entry point ``iso20022-bank``."""
+    return BankFileProvider(name, settings)
