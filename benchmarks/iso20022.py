@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sap_payments.iso20022.model import CreditTransfer, DebtorAccount, TransferBatch
 from sap_payments.iso20022.pain001 import write_pain001
 from sap_payments.iso20022.reading import read_camt054, read_pain002
-
-from sap_payments.iso20022.model import CreditTransfer, DebtorAccount, TransferBatch
 from sap_payments.money import Money
 from sap_payments.testing.bank import BankSimulator
 

@@ -880,16 +880,16 @@ class SQLiteStore:
 
     def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]:
         found: list[InstructionRecord] = []
-        for start in range(0, len(instruction_ids), 500):
-            chunk = instruction_ids[start : start + 500]
-            found.extend(
-                InstructionRecord._make(row)
-                for row in self._db.execute(
-                    f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
-                    f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
-                    chunk,
-                )
+        make = InstructionRecord._make
+        columns = ", ".join(_INSTRUCTION_COLUMNS)
+        for start in range(0, len(instruction_ids), 999):
+            chunk = instruction_ids[start : start + 999]
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM instructions "
+                f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
+                chunk,
             )
+            found.extend(map(make, cursor.fetchall()))
         return found
 
     def add_batch(self, batch: BatchRecord) -> None:

@@ -39,12 +39,11 @@ from sap_payments.iso20022.model import BankProfile, CreditTransfer, DebtorAccou
 from sap_payments.iso20022.napas import bank_by_bin
 from sap_payments.iso20022.pain001 import write_pain001
 from sap_payments.iso20022.reading import (
+    REASONS,
     message_type,
     notice_results,
     read_camt054,
-    read_pain002,
-    rejected_messages,
-    rejected_payment_infos,
+    read_status_report,
     status_results,
 )
 from sap_payments.providers import (
@@ -221,12 +220,12 @@ class BankFileProvider:
         Raises:
             BankFileError (an InvalidInput): malformed, or not a pain.002 / camt.054.
         """
-        kind = message_type(data)
-        if kind == "camt.054":
+        if message_type(data) == "camt.054":
             return notice_results(read_camt054(data))
-        results = status_results(read_pain002(data))
+        report = read_status_report(data)  # one pass for transactions and rejected blocks
+        results = status_results(report.transactions)
         listed = {r.key for r in results}
-        for message_id, reason in [*rejected_messages(data), *rejected_payment_infos(data)]:
+        for message_id, code in (*report.rejected_messages, *report.rejected_payment_infos):
             for (key,) in self._register.execute(
                 "SELECT key FROM sent WHERE message_id = ?", (message_id,)
             ):
@@ -235,9 +234,9 @@ class BankFileProvider:
                         Result(
                             key,
                             ResultKind.FAILED,
-                            Reason.REFUSED,
-                            provider_code=reason,
-                            provider_message=f"message {message_id} rejected",
+                            REASONS.get(code or "", Reason.OTHER),
+                            provider_code=code,
+                            provider_message=f"message {message_id} rejected as a whole",
                         )
                     )
         return results

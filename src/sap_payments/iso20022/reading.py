@@ -312,7 +312,8 @@ def read_status_report(source: bytes | Path) -> StatusReport:
         MalformedFile: not well-formed, or a transaction without EndToEndId or status, or an
             amount that is not one; the error names the line and element path.
     """
-    return _parse(source, "pain.002", _StatusReader().read)
+    transactions, messages, infos = _parse(source, "pain.002", _StatusReader().read)
+    return StatusReport(tuple(transactions), tuple(messages), tuple(infos))
 
 
 def read_pain002(source: bytes | Path) -> list[TransactionStatus]:
@@ -321,7 +322,7 @@ def read_pain002(source: bytes | Path) -> list[TransactionStatus]:
     Raises:
         UnknownMessage, MalformedFile: as :func:`read_status_report`.
     """
-    return list(read_status_report(source).transactions)
+    return _parse(source, "pain.002", _StatusReader().read)[0]
 
 
 def rejected_messages(source: bytes | Path) -> list[tuple[str, str | None]]:
@@ -410,13 +411,13 @@ _REPEATED: Final = frozenset(
     {"OrgnlPmtInfAndSts", "TxInfAndSts", "StsRsnInf", "Ntfctn", "Ntry", "NtryDtls", "TxDtls"}
 )
 
-Step = tuple[str, int]  # (local name, 1-based position among same-named siblings)
+_Step = tuple[str, int]  # (local name, 1-based position among same-named siblings)
 
 
 class _Problem(Exception):
     """A rule broken at ``steps`` (the element path from the root)."""
 
-    def __init__(self, message: str, steps: Sequence[Step]) -> None:
+    def __init__(self, message: str, steps: Sequence[_Step]) -> None:
         super().__init__(message)
         self.message = message
         self.steps = list(steps)
@@ -425,7 +426,7 @@ class _Problem(Exception):
 class _Bad(Exception):
     """A rule broken inside the element being read; ``steps`` lead from it to the culprit."""
 
-    def __init__(self, message: str, *steps: Step) -> None:
+    def __init__(self, message: str, *steps: _Step) -> None:
         super().__init__(message)
         self.message = message
         self.steps = steps
@@ -458,7 +459,7 @@ def _raw_local(name: str) -> str:
     return name.rpartition(":")[2]  # expat without namespace processing: "prefix:Name"
 
 
-def _join(steps: Sequence[Step], more: Sequence[Step]) -> list[Step]:
+def _join(steps: Sequence[_Step], more: Sequence[_Step]) -> list[_Step]:
     """``steps`` followed by ``more``, where a step ``("..", 0)`` goes up one element."""
     joined = list(steps)
     for step in more:
@@ -469,7 +470,7 @@ def _join(steps: Sequence[Step], more: Sequence[Step]) -> list[Step]:
     return joined
 
 
-def _show(steps: Sequence[Step]) -> str:
+def _show(steps: Sequence[_Step]) -> str:
     return "/" + "/".join(
         f"{name}[{index}]" if index > 1 or name in _REPEATED else name for name, index in steps
     )
@@ -525,12 +526,12 @@ def _sniff(stream: IO[bytes], source: str) -> tuple[str, int, str]:
     raise _broken(stream, source, None, None)  # pragma: no cover - expat reports it first
 
 
-def _locate(stream: IO[bytes], target: Sequence[Step] | None) -> tuple[int | None, list[Step]]:
+def _locate(stream: IO[bytes], target: Sequence[_Step] | None) -> tuple[int | None, list[_Step]]:
     """A second, slower pass, only for error messages: the line where the element at ``target``
     starts or (no target) where the XML breaks, with the path of the open elements there."""
     stream.seek(0)
     parser = expat.ParserCreate()
-    stack: list[Step] = []
+    stack: list[_Step] = []
     seen: list[dict[str, int]] = [{}]
     wanted = list(target) if target else None
     depth = len(wanted) if wanted else -1
@@ -591,6 +592,8 @@ def _parse(
             raise MalformedFile(
                 problem.message, source=name, line=where, path=_show(problem.steps)
             ) from None
+        except _Bad as bad:  # pragma: no cover - the readers turn each into a _Problem
+            raise MalformedFile(bad.message, source=name) from None
 
 
 # -- reading values ---------------------------------------------------------------------------
@@ -668,7 +671,7 @@ def _money(text: str | None, currency: str | None) -> Money | None:
     if len(whole) > 18:
         raise _Bad(f"amount {_short(text)} has more than 18 digits")
     if len(fraction) > decimals:
-        raise _Bad(f"amount {text.strip() if text else ''} has more decimals than {currency} has")
+        raise _Bad(f"amount {_short(text)} has more decimals than {currency} has")
     return Money(int(whole) * 10**decimals + int(fraction.ljust(decimals, "0") or "0"), currency)
 
 
@@ -723,12 +726,14 @@ class _StatusReader:
         self.amounts = _Amounts()
         self.texts: dict[str, str] = {}  # one copy of each repeated reason and AddtlInf
 
-    def read(self, events: Iterator[tuple[str, Any]]) -> StatusReport:
+    def read(
+        self, events: Iterator[tuple[str, Any]]
+    ) -> tuple[list[TransactionStatus], list[tuple[str, str | None]], list[tuple[str, str | None]]]:
         names = self.names
         codes = _Codes(_PAIN002)
         root = _next(events, [])
         message = _next(events, [(names[root.tag], 1)])
-        here: list[Step] = [(names[root.tag], 1), (names[message.tag], 1)]
+        here: list[_Step] = [(names[root.tag], 1), (names[message.tag], 1)]
         group: _Level | None = None
         block: _Level | None = None
         context: _Context | None = None
@@ -795,7 +800,7 @@ class _StatusReader:
                     rejected_messages.append((group.ident, group.reason))
                 _detach(message, element)
                 context = None
-        return StatusReport(tuple(out), tuple(rejected_messages), tuple(rejected_infos))
+        return out, rejected_messages, rejected_infos
 
     def keep(self, text: str) -> str:
         """One copy of a text that repeats (reasons, the bank's words), up to a bound."""
@@ -900,7 +905,7 @@ class _StatusReader:
         return None
 
 
-def _next(events: Iterator[tuple[str, Any]], here: list[Step]) -> ET.Element:
+def _next(events: Iterator[tuple[str, Any]], here: list[_Step]) -> ET.Element:
     for _event, element in events:
         return element  # type: ignore[no-any-return]
     raise _Problem("the file ends early", here)  # pragma: no cover - expat reports it first
@@ -939,12 +944,12 @@ class _NoticeReader:
         codes = _Codes(_CAMT054)
         root = _next(events, [])
         message = _next(events, [(names[root.tag], 1)])
-        here: list[Step] = [(names[root.tag], 1), (names[message.tag], 1)]
+        here: list[_Step] = [(names[root.tag], 1), (names[message.tag], 1)]
         notifications = entries = details = numbered = 0
         notification = message
         entry_element = holder = message
         entry: _Entry | None = None
-        waiting: tuple[_Detail, list[Step]] | None = None  # a detail that needs the entry's Amt
+        waiting: tuple[_Detail, list[_Step]] | None = None  # a detail that needs the entry's Amt
         out: list[EntryNotice] = []
         detail_of = self.detail
         for event, element in events:
@@ -1014,7 +1019,7 @@ class _NoticeReader:
                 notification = entry_element = holder = message
         return out
 
-    def settle(self, waiting: tuple[_Detail, list[Step]], entry: _Entry) -> list[EntryNotice]:
+    def settle(self, waiting: tuple[_Detail, list[_Step]], entry: _Entry) -> list[EntryNotice]:
         """The notice of an entry's only detail, which names no amount: the entry's ``Amt``."""
         (key, _, _, returned, reference), steps = waiting
         if entry.amount is None:
@@ -1031,13 +1036,13 @@ class _NoticeReader:
 
     def steps(
         self,
-        here: list[Step],
+        here: list[_Step],
         notifications: int,
         entries: int,
         details: int,
         element: ET.Element,
         numbered: int,
-    ) -> list[Step]:
+    ) -> list[_Step]:
         return [
             *here,
             ("Ntfctn", notifications),
@@ -1123,7 +1128,7 @@ class _NoticeReader:
                 amount, has_amount = found[0], True
         return key, amount, has_amount, returned, reference or entry.reference or transaction_id
 
-    def amount(self, element: ET.Element, *steps: Step) -> Money | None:
+    def amount(self, element: ET.Element, *steps: _Step) -> Money | None:
         try:
             return self.amounts(element)
         except _Bad as bad:

@@ -192,18 +192,29 @@ class BankSimulator:
             f"<Ntfctn><Id>NTF-{escape(message_id[:31])}</Id><CreDtTm>{self._stamp()}</CreDtTm>"
             f"<Acct><Id><Othr><Id>{escape(debtor)}</Id></Othr></Id></Acct>"
         ]
-        for number, transfer in enumerate(transfers, start=1):
-            if outcomes[transfer.end_to_end_id]:
-                continue  # rejected: no money moved
+        # The batch is booked as one debit, with a detail per payment (batch booking, as banks
+        # book a bulk payment file); each return is an entry of its own.
+        paid = [t for t in transfers if not outcomes[t.end_to_end_id]]
+        if paid:
+            currency = paid[0].currency
+            parts.append(
+                f'<Ntry><Amt Ccy="{currency}">{sum(t.amount for t in paid)}</Amt>'
+                "<CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>"
+                f"<BookgDt><Dt>{booked}</Dt></BookgDt>"
+                f"<AcctSvcrRef>BK-{escape(message_id[-20:])}</AcctSvcrRef><BkTxCd/><NtryDtls>"
+                f"<Btch><MsgId>{escape(message_id)}</MsgId><NbOfTxs>{len(paid)}</NbOfTxs></Btch>"
+            )
+            for number, transfer in enumerate(paid, start=1):
+                parts.append(
+                    f"<TxDtls><Refs><AcctSvcrRef>BK{number:07d}</AcctSvcrRef>"
+                    f"<EndToEndId>{escape(transfer.end_to_end_id)}</EndToEndId></Refs>"
+                    f'<Amt Ccy="{transfer.currency}">{transfer.amount}</Amt>'
+                    "<CdtDbtInd>DBIT</CdtDbtInd></TxDtls>"
+                )
+            parts.append("</NtryDtls></Ntry>")
+        for transfer in paid:
             key = escape(transfer.end_to_end_id)
             money = f'Ccy="{transfer.currency}">{transfer.amount}'
-            parts.append(
-                f"<Ntry><Amt {money}</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>"
-                f"<BookgDt><Dt>{booked}</Dt></BookgDt>"
-                f"<AcctSvcrRef>BK{number:06d}-{key[-12:]}</AcctSvcrRef><BkTxCd/>"
-                f"<NtryDtls><TxDtls><Refs><EndToEndId>{key}</EndToEndId></Refs>"
-                f"<Amt {money}</Amt><CdtDbtInd>DBIT</CdtDbtInd></TxDtls></NtryDtls></Ntry>"
-            )
             if self._draw(transfer.end_to_end_id, "return") < self.return_per_mille:
                 why = _RETURN_REASONS[0]
                 parts.append(
