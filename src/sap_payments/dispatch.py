@@ -445,7 +445,13 @@ def reconcile(
             )
             applied += outcome.applied
             ignored += outcome.ignored
-    still_open = len(store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES)))
+    still_open = sum(
+        count
+        for state, _provider, _commune, count, _amount in store.cycle_totals(
+            programme, period.ordinal
+        )
+        if state in OPEN_STATES
+    )
     return ReconcileResult(queried, applied, ignored, still_open)
 
 
