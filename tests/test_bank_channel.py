@@ -136,3 +136,23 @@ def test_an_unknown_bank_is_refused_at_import(tmp_path: Path) -> None:
             )
         assert [(p.line, p.column) for p in caught.value.problems] == [(2, "bank_bin")]
         assert "NAPAS" in caught.value.problems[0].reason
+
+
+def test_a_notification_s_other_entries_are_not_ours_and_are_left_alone(tmp_path: Path) -> None:
+    with bank_ledger(tmp_path, n=2) as ledger:
+        ledger.dispatch("2021-09")
+        bank = BankSimulator(
+            tmp_path / "outbox", tmp_path / "inbox", reject_per_mille=0, return_per_mille=0
+        )
+        notice = next(p for p in bank.process() if p.name.startswith("camt.054"))
+        foreign = (
+            '<Ntry><Amt Ccy="VND">15000</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>'
+            "<BkTxCd/><NtryDtls><TxDtls><Refs><EndToEndId>BANK-FEE-2021-09</EndToEndId></Refs>"
+            '<Amt Ccy="VND">15000</Amt><CdtDbtInd>DBIT</CdtDbtInd></TxDtls></NtryDtls></Ntry>'
+        )
+        text = notice.read_text(encoding="utf-8").replace("</Ntfctn>", foreign + "</Ntfctn>")
+        notice.write_text(text, encoding="utf-8")
+        validate(notice, "camt.054.001.08.xsd")
+        done = ledger.import_report(notice, provider="vietinbank")
+        assert (done.results, done.applied) == (2, 2)  # the bank fee is not one of ours
+        assert set(states(ledger).values()) == {"PAID"}

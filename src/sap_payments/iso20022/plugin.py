@@ -221,7 +221,11 @@ class BankFileProvider:
             BankFileError (an InvalidInput): malformed, or not a pain.002 / camt.054.
         """
         if message_type(data) == "camt.054":
-            return notice_results(read_camt054(data))
+            # A notification covers the whole account (fees, other transfers): keep the entries
+            # of payments this plugin sent, by their EndToEndId.
+            notices = read_camt054(data)
+            ours = self._known([n.end_to_end_id for n in notices])
+            return notice_results([n for n in notices if n.end_to_end_id in ours])
         report = read_status_report(data)  # one pass for transactions and rejected blocks
         results = status_results(report.transactions)
         listed = {r.key for r in results}
