@@ -34,6 +34,12 @@ from sap_payments.beneficiaries import (
     parse_address,
 )
 from sap_payments.changes import Change, ChangeReport, change_report
+from sap_payments.collection_codes import (
+    CollectionKey,
+    InvalidCollectionCode,
+    collection_code,
+    verify_code,
+)
 from sap_payments.config import DEFAULT_PROGRAMME, Config, ProviderConfig
 from sap_payments.coverage import (
     CoverageLine,
@@ -91,6 +97,7 @@ from sap_payments.roster import ROSTER_COLUMNS, ImportResult, import_areas, impo
 from sap_payments.rules import Category, RuleSet, StandardLevel
 from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import Store
+from sap_payments.vietqr import InvalidVietQR, VietQR, parse_vietqr
 
 try:
     __version__ = _version("sap-payments")
@@ -113,6 +120,7 @@ __all__ = [
     "Change",
     "ChangeReport",
     "Channel",
+    "CollectionKey",
     "Config",
     "ConfigError",
     "ControlTotal",
@@ -130,11 +138,13 @@ __all__ = [
     "Instruction",
     "InstructionNotFound",
     "InstructionState",
+    "InvalidCollectionCode",
     "InvalidInput",
     "InvalidPeriod",
     "InvalidRoster",
     "InvalidRuleSet",
     "InvalidTransition",
+    "InvalidVietQR",
     "Ledger",
     "LineKind",
     "Mandate",
@@ -159,11 +169,13 @@ __all__ = [
     "StoreError",
     "Tally",
     "UnknownCategory",
+    "VietQR",
     "WalletAddress",
     "__version__",
     "approve",
     "change_report",
     "check_transition",
+    "collection_code",
     "coverage_report",
     "due_months",
     "import_areas",
@@ -171,7 +183,9 @@ __all__ = [
     "instruction_id",
     "normalise_msisdn",
     "parse_address",
+    "parse_vietqr",
     "prepare",
     "settlement_report",
     "transition",
+    "verify_code",
 ]

@@ -11,7 +11,22 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   ├── InvalidRuleSet                     a rule-set file that cannot be used
     │   ├── UnknownCategory (LookupError)      a category code the rule set does not define
     │   ├── InvalidRoster                      a roster file with bad rows (``.problems``: all)
-    │   └── ConfigError                        a configuration file that cannot be used
+    │   ├── ConfigError                        a configuration file that cannot be used
+    │   ├── InvalidReport (dispatch)           a report naming unknown instructions or amounts
+    │   ├── InvalidBatch (iso20022.pain001)    a batch a pain.001 cannot carry
+    │   │   └── UnknownBank (LookupError)      a BIN not in the NAPAS table
+    │   ├── BankFileError (iso20022.reading)   a bank file that cannot be read, with line, path
+    │   │   ├── MalformedFile                  not well-formed, or not the message's structure
+    │   │   └── UnknownMessage                 not a pain.002 or camt.054
+    │   ├── InvalidVietQR (vietqr)             a VietQR payload: crc, format, currency, bin…
+    │   └── InvalidCollectionCode              a mistyped or malformed postal collection code
+    ├── ProviderError (providers)              a provider refused or failed a request
+    │   ├── ProviderTimeout                    no answer: the outcome is unknown
+    │   └── ProviderUnavailable                not reached: nothing was sent
+    ├── PluginError (plugins)                  a provider plugin cannot be found or loaded
+    │   ├── UnknownPlugin (LookupError)
+    │   ├── DuplicatePlugin
+    │   └── PluginLoadError                    names the distribution that failed
     ├── StateError                             the request does not fit the current state
     │   ├── InvalidTransition                  an instruction move the transition table forbids
     │   ├── CycleNotFound (LookupError)        no such cycle
@@ -20,6 +35,7 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     └── StoreError                             the ledger database cannot be used
         └── SchemaVersionError                 a database written by a newer sap_payments
 
+The errors of a part (in brackets) are defined in its module, next to the code that raises them.
 Messages are written for the clerk who has to act on them; they never contain personal data
 (names, national ids, phone or account numbers), only ids, line numbers and column names.
 """
