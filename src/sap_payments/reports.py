@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from sap_payments.changes import Change, ChangeReport
-from sap_payments.coverage import CoverageLine, CoverageReport, SettlementLine, SettlementReport
+from sap_payments.coverage import (
+    CoverageLine,
+    CoverageReport,
+    SettlementLine,
+    SettlementReport,
+    Tally,
+)
 from sap_payments.output import write_csv, write_json_document, write_table
 from sap_payments.periods import Period
 from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
@@ -273,42 +279,46 @@ def _settlement_label(line: SettlementLine) -> str:
     return line.provider or "total"
 
 
-def coverage_row(line: CoverageLine) -> tuple[Any, ...]:
-    """One line of the coverage report as the values of :data:`COVERAGE_COLUMNS`."""
-    electronic, proxy = line.electronic_share, line.proxy_share
+def _tallies(*tallies: Tally) -> tuple[int, ...]:
+    """(count, amount in minor units) of each tally, flattened: how the columns come in pairs."""
+    return tuple(value for t in tallies for value in (t.count, t.amount.minor))
+
+
+def _area(line: CoverageLine | SettlementLine) -> tuple[str | None, ...]:
     return (
-        line.level,
         line.province_code,
         line.province_name,
         line.district_code,
         line.district_name,
         line.commune_code,
         line.commune_name,
+    )
+
+
+def coverage_row(line: CoverageLine) -> tuple[Any, ...]:
+    """One line of the coverage report as the values of :data:`COVERAGE_COLUMNS`."""
+    electronic, proxy = line.electronic_share, line.proxy_share
+    return (
+        line.level,
+        *_area(line),
         line.communes,
         line.communes_electronic,
         line.beneficiaries,
-        line.instructed.count,
-        line.instructed.amount.minor,
-        line.paid.count,
-        line.paid.amount.minor,
-        line.paid_ewallet.count,
-        line.paid_ewallet.amount.minor,
-        line.paid_bank.count,
-        line.paid_bank.amount.minor,
-        line.paid_postal.count,
-        line.paid_postal.amount.minor,
-        line.paid_proxy.count,
-        line.paid_proxy.amount.minor,
+        *_tallies(
+            line.instructed,
+            line.paid,
+            line.paid_ewallet,
+            line.paid_bank,
+            line.paid_postal,
+            line.paid_proxy,
+        ),
         electronic.percent,
         electronic.numerator,
         electronic.denominator,
         proxy.percent,
         proxy.numerator,
         proxy.denominator,
-        line.held.count,
-        line.held.amount.minor,
-        line.unpaid.count,
-        line.unpaid.amount.minor,
+        *_tallies(line.held, line.unpaid),
     )
 
 
@@ -357,24 +367,10 @@ def settlement_row(line: SettlementLine) -> tuple[Any, ...]:
     return (
         line.level,
         line.provider,
-        line.province_code,
-        line.province_name,
-        line.district_code,
-        line.district_name,
-        line.commune_code,
-        line.commune_name,
-        line.instructed.count,
-        line.instructed.amount.minor,
-        line.paid.count,
-        line.paid.amount.minor,
-        line.failed.count,
-        line.failed.amount.minor,
-        line.returned.count,
-        line.returned.amount.minor,
-        line.unclaimed.count,
-        line.unclaimed.amount.minor,
-        line.open.count,
-        line.open.amount.minor,
+        *_area(line),
+        *_tallies(
+            line.instructed, line.paid, line.failed, line.returned, line.unclaimed, line.open
+        ),
         line.balance.minor,
     )
 
