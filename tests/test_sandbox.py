@@ -130,7 +130,10 @@ def test_entry_points_are_discoverable() -> None:
         assert (provider.name, provider.settings.seed) == ("viettelpay", 3)
 
 
-def test_the_example_configuration_opens_three_sandboxes() -> None:
+def test_the_example_configuration_opens_three_sandboxes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the example's sandbox books are relative to the working dir
     providers = open_providers(Config.load(ROOT / "docs" / "examples" / "sap-payments.toml"))
     try:
         assert {name: sorted(p.capabilities.channels) for name, p in providers.items()} == {

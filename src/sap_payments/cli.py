@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sap_payments.config import Config
-from sap_payments.errors import SapPaymentsError
+from sap_payments.errors import InvalidInput, SapPaymentsError
 from sap_payments.ledger import Ledger
 from sap_payments.output import FORMATS
 from sap_payments.periods import Period
 from sap_payments.reports import (
     write_change_report,
     write_coverage_report,
+    write_coverage_trend,
     write_cycle,
     write_records,
     write_settlement_report,
@@ -77,6 +78,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"not a whole percentage from 0 to 100: {text!r}")
     return value
 
 
@@ -193,14 +204,35 @@ def _parser() -> argparse.ArgumentParser:
     changes.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(changes)
     fmt(changes)
-    for name, text in (
-        ("coverage", "per area: beneficiaries, paid by channel, electronic and proxy shares"),
-        ("settlement", "per provider and area: paid, failed, returned, unclaimed, open, owed"),
-    ):
-        sub = reports.add_parser(name, help=text, parents=[common])
-        sub.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
-        programme(sub)
-        fmt(sub)
+    coverage = reports.add_parser(
+        "coverage",
+        help="per area: beneficiaries, paid by channel, electronic and proxy shares",
+        parents=[common],
+    )
+    # either one cycle (--period) or every cycle (--trend): argparse makes one of them required
+    which = coverage.add_mutually_exclusive_group(required=True)
+    which.add_argument("--period", type=_period, metavar="YYYY-MM")
+    which.add_argument(
+        "--trend",
+        action="store_true",
+        help="the electronic share per area in every cycle, against --target",
+    )
+    coverage.add_argument(
+        "--target",
+        type=_percent,
+        metavar="PERCENT",
+        help="with --trend: the electronic share each area should reach, 0-100 (default 80)",
+    )
+    programme(coverage)
+    fmt(coverage)
+    settlement = reports.add_parser(
+        "settlement",
+        help="per provider and area: paid, failed, returned, unclaimed, open, owed",
+        parents=[common],
+    )
+    settlement.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    programme(settlement)
+    fmt(settlement)
 
     rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
     rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -378,7 +410,18 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    if args.report == "coverage" and args.trend:
+        with _open(args) as ledger:
+            trend = ledger.coverage_trend(
+                programme=args.programme,
+                target_percent=80 if args.target is None else args.target,
+            )
+        with _Target(args, out) as target:
+            write_coverage_trend(target, args.format, trend)
+        return
     if args.report == "coverage":
+        if args.target is not None:
+            raise InvalidInput("--target applies to --trend only")
         with _open(args) as ledger:
             coverage = ledger.coverage(args.period, programme=args.programme)
         with _Target(args, out) as target:

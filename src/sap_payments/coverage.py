@@ -10,6 +10,8 @@ Two reports over one cycle (programme × benefit month), both rolled up by area:
   provider: instructed, paid, failed, returned, unclaimed and open, and the balance the provider
   owes back. Instructed = paid + failed + returned + unclaimed + open, to the đồng, on every line.
   A closed cycle is reported from the figures frozen when it closed, so its report never changes.
+* :func:`coverage_trend` — the electronic share of each area cycle by cycle against a target,
+  and the communes that have not switched to electronic payment.
 
 Shares are exact fractions; their percentage is computed with integer arithmetic, never a float:
 
@@ -18,19 +20,20 @@ Shares are exact fractions; their percentage is computed with integer arithmetic
 >>> Share(1, 8).percent, Share(0, 0).percent  # 12.5 exactly; nothing paid: no share
 ('12.5', None)
 
-The definitions are documented in ``docs/formats.md`` (sections 4.5 and 4.6).
+The definitions are documented in ``docs/formats.md`` (sections 4.5, 4.5.1 and 4.6).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 import attrs
 
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.cycles import require_cycle
+from sap_payments.errors import StateError
 from sap_payments.instructions import InstructionState
 from sap_payments.money import Money
 from sap_payments.periods import Period
@@ -40,11 +43,15 @@ __all__ = [
     "CHANNELS",
     "CoverageLine",
     "CoverageReport",
+    "CoverageTrend",
+    "NoCycles",
     "SettlementLine",
     "SettlementReport",
     "Share",
     "Tally",
+    "TrendRow",
     "coverage_report",
+    "coverage_trend",
     "settlement_report",
 ]
 
@@ -409,6 +416,143 @@ def coverage_report(
             lines.extend(line("commune", key, by_commune[key]) for key in communes)
     lines.append(line("total", (), rolled_up(by_commune)))
     return CoverageReport(programme, period, cycle.state, currency, tuple(lines))
+
+
+# -- trend ----------------------------------------------------------------------------------------
+class NoCycles(StateError, LookupError):
+    """The programme has no cycle, so there is no trend to report."""
+
+    def __init__(self, programme: str) -> None:
+        super().__init__(
+            f"no cycles for programme {programme}: there is no trend before "
+            "'cycle prepare --period YYYY-MM' has run"
+        )
+        self.programme = programme
+
+
+@attrs.frozen
+class TrendRow:
+    """One area's electronic share cycle by cycle (``level`` as on :class:`CoverageLine`).
+
+    ``shares`` has one entry per period of the trend, None when the area had no payment that
+    month. ``meets_target`` is true when the share of the latest period is at least the target
+    (false when it is None). ``switched`` is true when, in the latest period, every commune of the
+    area had a payment through an e-wallet or a bank (for a commune: it had one), and None when
+    the area is not on the latest period's report.
+    """
+
+    level: str
+    province_code: str | None
+    province_name: str | None
+    district_code: str | None
+    district_name: str | None
+    commune_code: str | None
+    commune_name: str | None
+    shares: tuple[Share | None, ...]
+    meets_target: bool
+    switched: bool | None
+
+    @property
+    def latest(self) -> Share | None:
+        """The share of the latest period."""
+        return self.shares[-1]
+
+
+@attrs.frozen
+class CoverageTrend:
+    """The electronic share of each area over ``periods`` (oldest first), in the tree order
+    of :class:`CoverageReport`, the total last; ``target`` is an exact fraction (80/100)."""
+
+    programme: str
+    periods: tuple[Period, ...]
+    target: Share
+    rows: tuple[TrendRow, ...]
+
+    @property
+    def target_percent(self) -> int:
+        return self.target.numerator
+
+    @property
+    def not_switched(self) -> tuple[TrendRow, ...]:
+        """The communes on the latest period's report without any electronic payment in it."""
+        return tuple(row for row in self.rows if row.level == "commune" and row.switched is False)
+
+
+_LEVEL_RANK: Final = {"province": 0, "district": 1, "commune": 2}
+
+
+#: (level, province, district, commune) of a coverage line: how the trend follows an area.
+_AreaKey = tuple[str, str | None, str | None, str | None]
+
+
+def _tree_order(key: _AreaKey) -> tuple[int, str, str, int, str]:
+    """Coverage's line order for a (level, province, district, commune) key: each province, its
+    district-less communes, then each district followed by its communes; the total last."""
+    level, province, district, commune = key
+    if level == "total":
+        return (1, "", "", 0, "")
+    return (0, province or "", district or "", _LEVEL_RANK[level], commune or "")
+
+
+def coverage_trend(
+    store: Store,
+    *,
+    programme: str = DEFAULT_PROGRAMME,
+    periods: Sequence[Period] | None = None,
+    target_percent: int = 80,
+) -> CoverageTrend:
+    """The electronic share of every area in each cycle, against a target.
+
+    Each period is reported with :func:`coverage_report`: an area's share is its
+    ``electronic_share`` (payments through an e-wallet or a bank / all payments, by count), None
+    when it had no payment. An area on the report of any period gets a row. ``periods`` defaults
+    to every cycle of the programme; given ones are sorted and each must have a cycle.
+
+    Raises:
+        ValueError: ``target_percent`` is not a whole number from 0 to 100.
+        NoCycles: no periods were given and the programme has no cycle.
+        CycleNotFound: a given period has no cycle.
+    """
+    if type(target_percent) is not int or not 0 <= target_percent <= 100:
+        raise ValueError(f"the target must be a whole percentage 0–100, not {target_percent!r}")
+    target = Share(target_percent, 100)
+    if periods is None:
+        chosen = [Period(cycle.period) for cycle in store.cycles(programme)]
+    else:
+        chosen = sorted(set(periods))
+    if not chosen:
+        raise NoCycles(programme)
+    found: dict[_AreaKey, CoverageLine] = {}  # each area's line of its latest period
+    shares: dict[_AreaKey, list[Share | None]] = {}
+    latest: dict[_AreaKey, CoverageLine] = {}
+    for index, period in enumerate(chosen):
+        report = coverage_report(store, period, programme=programme)
+        latest = {}
+        for line in report.lines:
+            key = (line.level, line.province_code, line.district_code, line.commune_code)
+            found[key] = latest[key] = line
+            share = line.electronic_share
+            series = shares.setdefault(key, [None] * len(chosen))
+            series[index] = share if share.denominator else None
+    rows = []
+    for key in sorted(found, key=_tree_order):
+        line, last, now = found[key], shares[key][-1], latest.get(key)
+        rows.append(
+            TrendRow(
+                line.level,
+                line.province_code,
+                line.province_name,
+                line.district_code,
+                line.district_name,
+                line.commune_code,
+                line.commune_name,
+                tuple(shares[key]),
+                last is not None
+                and last.numerator * target.denominator >= target.numerator * last.denominator,
+                None if now is None else now.communes_electronic == now.communes,
+            )
+        )
+    return CoverageTrend(programme, tuple(chosen), target, tuple(rows))
 
 
 # -- settlement -----------------------------------------------------------------------------------

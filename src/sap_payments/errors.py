@@ -30,6 +30,7 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     ├── StateError                             the request does not fit the current state
     │   ├── InvalidTransition                  an instruction move the transition table forbids
     │   ├── CycleNotFound (LookupError)        no such cycle
+    │   ├── NoCycles (coverage)                a trend asked of a programme with no cycle
     │   ├── InstructionNotFound (LookupError)  no such instruction
     │   └── CycleStateError                    e.g. re-preparing an approved cycle
     └── StoreError                             the ledger database cannot be used

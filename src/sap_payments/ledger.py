@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,8 +37,10 @@ from sap_payments.changes import ChangeReport, change_report
 from sap_payments.config import Config
 from sap_payments.coverage import (
     CoverageReport,
+    CoverageTrend,
     SettlementReport,
     coverage_report,
+    coverage_trend,
     settlement_report,
 )
 from sap_payments.cycles import (
@@ -279,6 +281,21 @@ class Ledger:
     def settlement(self, period: Period | str, *, programme: str | None = None) -> SettlementReport:
         """Settlement by provider and area (see :func:`sap_payments.coverage.settlement_report`)."""
         return settlement_report(self.store, period, programme=programme or self.config.programme)
+
+    def coverage_trend(
+        self,
+        periods: Sequence[Period] | None = None,
+        *,
+        programme: str | None = None,
+        target_percent: int = 80,
+    ) -> CoverageTrend:
+        """Electronic share by area and cycle (see :func:`sap_payments.coverage.coverage_trend`)."""
+        return coverage_trend(
+            self.store,
+            programme=programme or self.config.programme,
+            periods=periods,
+            target_percent=target_percent,
+        )
 
 
 def enrolment(record: BeneficiaryRecord, programme: str) -> Enrolment:

@@ -1,5 +1,5 @@
-"""Reports written as a table, CSV or JSON: the cycle listing, the change report, coverage and
-settlement.
+"""Reports written as a table, CSV or JSON: the cycle listing, the change report, coverage, its
+trend over cycles and settlement.
 
 The CLI prints them and the demo saves them; the shapes are documented in ``docs/formats.md``
 and kept stable.
@@ -14,9 +14,12 @@ from sap_payments.changes import Change, ChangeReport
 from sap_payments.coverage import (
     CoverageLine,
     CoverageReport,
+    CoverageTrend,
     SettlementLine,
     SettlementReport,
+    Share,
     Tally,
+    TrendRow,
 )
 from sap_payments.output import write_csv, write_json_document, write_table
 from sap_payments.periods import Period
@@ -27,11 +30,13 @@ __all__ = [
     "COVERAGE_COLUMNS",
     "SETTLEMENT_COLUMNS",
     "SHOW_COLUMNS",
+    "TREND_AREA_COLUMNS",
     "coverage_row",
     "instruction_document",
     "settlement_row",
     "write_change_report",
     "write_coverage_report",
+    "write_coverage_trend",
     "write_cycle",
     "write_records",
     "write_settlement_report",
@@ -261,7 +266,7 @@ def _label(depth: int, code: str | None, name: str | None) -> str:
     return "  " * depth + (f"{code} {name}" if name else code or "")
 
 
-def _coverage_label(line: CoverageLine) -> str:
+def _coverage_label(line: CoverageLine | TrendRow) -> str:
     if line.level == "province":
         return _label(0, line.province_code, line.province_name)
     if line.level == "district":
@@ -284,7 +289,7 @@ def _tallies(*tallies: Tally) -> tuple[int, ...]:
     return tuple(value for t in tallies for value in (t.count, t.amount.minor))
 
 
-def _area(line: CoverageLine | SettlementLine) -> tuple[str | None, ...]:
+def _area(line: CoverageLine | SettlementLine | TrendRow) -> tuple[str | None, ...]:
     return (
         line.province_code,
         line.province_name,
@@ -360,6 +365,97 @@ def write_coverage_report(out: TextIO, fmt: str, report: CoverageReport) -> int:
     return write_records(
         out, fmt, columns, (make(line) for line in report.lines), header=header, key="lines"
     )
+
+
+#: The leading CSV columns of ``report coverage --trend``; a column per period and
+#: ``meets_target`` follow.
+TREND_AREA_COLUMNS = (
+    "level",
+    "province_code",
+    "province_name",
+    "district_code",
+    "district_name",
+    "commune_code",
+    "commune_name",
+)
+
+
+def _share_document(share: Share | None) -> dict[str, Any] | None:
+    if share is None:
+        return None
+    return {
+        "percent": share.percent,
+        "numerator": share.numerator,
+        "denominator": share.denominator,
+    }
+
+
+def write_coverage_trend(out: TextIO, fmt: str, trend: CoverageTrend) -> int:
+    """``report coverage --trend``: each area's electronic share per period, against the target,
+    and the communes not switched (docs/formats.md 4.5.1)."""
+    periods = [str(period) for period in trend.periods]
+    if fmt == "json":
+        header = {
+            "programme": trend.programme,
+            "target_percent": trend.target_percent,
+            "periods": periods,
+        }
+        items = (
+            {
+                "level": row.level,
+                **dict(zip(TREND_AREA_COLUMNS[1:], _area(row), strict=True)),
+                "shares": {
+                    period: _share_document(share)
+                    for period, share in zip(periods, row.shares, strict=True)
+                },
+                "meets_target": row.meets_target,
+            }
+            for row in trend.rows
+        )
+
+        def footer() -> dict[str, Any]:
+            return {
+                "not_switched": [
+                    {"commune_code": row.commune_code, "commune_name": row.commune_name}
+                    for row in trend.not_switched
+                ]
+            }
+
+        return write_json_document(out, header, "rows", items, footer=footer)
+    if fmt == "csv":
+        return write_csv(
+            out,
+            (*TREND_AREA_COLUMNS, *periods, "meets_target"),
+            (
+                (
+                    row.level,
+                    *_area(row),
+                    *(None if share is None else share.percent for share in row.shares),
+                    "true" if row.meets_target else "false",
+                )
+                for row in trend.rows
+            ),
+        )
+    count = write_table(
+        out,
+        ("area", *periods, "target"),
+        (
+            (
+                _coverage_label(row),
+                *(None if share is None else f"{share.percent}%" for share in row.shares),
+                "met" if row.meets_target else "below",
+            )
+            for row in trend.rows
+        ),
+    )
+    communes = ", ".join(
+        _label(0, row.commune_code, row.commune_name) for row in trend.not_switched
+    )
+    out.write(
+        f"target {trend.target_percent}%; communes not switched in {periods[-1]}: "
+        f"{communes or 'none'}\n"
+    )
+    return count
 
 
 def settlement_row(line: SettlementLine) -> tuple[Any, ...]:
