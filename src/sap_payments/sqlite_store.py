@@ -243,6 +243,9 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     -- (which batch carried an instruction is the detail of its READY → SUBMITTED event)
     ALTER TABLE instructions ADD COLUMN reason TEXT;
     ALTER TABLE instructions ADD COLUMN provider_reference TEXT;
+    -- Failed payments are few: prepare looks for dead addresses here, not in every instruction.
+    CREATE INDEX instructions_failed ON instructions (programme, beneficiary_id)
+        WHERE state = 'FAILED';
 
     CREATE TABLE batches (
         batch_id TEXT PRIMARY KEY,
