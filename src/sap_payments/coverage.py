@@ -361,10 +361,10 @@ def coverage_report(
             found = by_commune[key] = _Coverage()
         return found
 
-    for beneficiary in store.beneficiaries(programme):
-        if beneficiary.last_period is None or beneficiary.last_period >= period.ordinal:
-            key = (beneficiary.province_code, beneficiary.district_code, beneficiary.commune_code)
-            sums(key).beneficiaries += 1
+    for province, district, commune, count in store.beneficiaries_by_area(
+        programme, period.ordinal
+    ):
+        sums((province, district, commune)).beneficiaries += count
     records = (record for record, _ in store.cycle_instructions(programme, period.ordinal))
     for record in _latest(records):
         area = sums((record.province_code, record.district_code, record.commune_code))

@@ -596,6 +596,19 @@ class SQLiteStore:
             for row in batch:
                 yield _unpack(row)
 
+    def beneficiaries_by_area(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, int]]:
+        return [
+            (str(province), str(district), str(commune), int(count))
+            for province, district, commune, count in self._db.execute(
+                "SELECT province_code, district_code, commune_code, count(*) FROM beneficiaries "
+                "WHERE programme = ? AND (last_period IS NULL OR last_period >= ?) "
+                "GROUP BY province_code, district_code, commune_code",
+                (programme, period),
+            )
+        ]
+
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
         return [
             (version, _unpack(json.loads(record)))

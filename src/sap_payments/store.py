@@ -223,6 +223,13 @@ class Store(Protocol):
         """The programme's beneficiaries with an id in [start, stop) (None: open), by id."""
         ...
 
+    def beneficiaries_by_area(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, int]]:
+        """(province, district, commune, count) of the programme's beneficiaries not ceased
+        before ``period`` (``last_period`` empty or not earlier)."""
+        ...
+
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
         """Earlier versions (version number, record), oldest first."""
         ...
