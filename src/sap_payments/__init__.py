@@ -97,6 +97,14 @@ from sap_payments.instructions import (
 from sap_payments.ledger import Ledger
 from sap_payments.money import Money
 from sap_payments.periods import Period
+from sap_payments.public_list import (
+    NoPublicLines,
+    PublicLine,
+    PublicList,
+    mask_name,
+    mask_national_id,
+    public_list,
+)
 from sap_payments.roster import ROSTER_COLUMNS, ImportResult, import_areas, import_roster
 from sap_payments.rules import Category, RuleSet, StandardLevel
 from sap_payments.sqlite_store import SQLiteStore
@@ -155,10 +163,13 @@ __all__ = [
     "Mandate",
     "Money",
     "NoCycles",
+    "NoPublicLines",
     "Period",
     "PrepareResult",
     "ProviderConfig",
     "Proxy",
+    "PublicLine",
+    "PublicList",
     "RowProblem",
     "RuleSet",
     "SQLiteStore",
@@ -189,10 +200,13 @@ __all__ = [
     "import_areas",
     "import_roster",
     "instruction_id",
+    "mask_name",
+    "mask_national_id",
     "normalise_msisdn",
     "parse_address",
     "parse_vietqr",
     "prepare",
+    "public_list",
     "settlement_report",
     "transition",
     "verify_code",

@@ -21,6 +21,7 @@ from sap_payments.errors import InvalidInput, SapPaymentsError
 from sap_payments.ledger import Ledger
 from sap_payments.output import FORMATS
 from sap_payments.periods import Period
+from sap_payments.public_list import write_public_files
 from sap_payments.reports import (
     write_change_report,
     write_coverage_report,
@@ -225,6 +226,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     programme(coverage)
     fmt(coverage)
+    public = reports.add_parser(
+        "public",
+        help="a commune's public list (công khai): masked names and ids, amounts; CSV and XLSX",
+        parents=[common],
+    )
+    public.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    public.add_argument("--commune", required=True, metavar="CODE", help="the commune code")
+    programme(public)
+    public.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the directory to write the two files into (default: the current directory)",
+    )
     settlement = reports.add_parser(
         "settlement",
         help="per provider and area: paid, failed, returned, unclaimed, open, owed",
@@ -426,6 +443,16 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
             coverage = ledger.coverage(args.period, programme=args.programme)
         with _Target(args, out) as target:
             write_coverage_report(target, args.format, coverage)
+        return
+    if args.report == "public":
+        with _open(args) as ledger:
+            public = ledger.public_list(args.period, args.commune, programme=args.programme)
+        csv_path, xlsx_path = write_public_files(public, args.output)
+        out.write(
+            f"public list of commune {args.commune} for {public.period}: "
+            f"{public.total.count:,} lines, total {public.total.amount}; wrote {csv_path} "
+            f"and {xlsx_path}\n"
+        )
         return
     if args.report == "settlement":
         with _open(args) as ledger:

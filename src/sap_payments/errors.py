@@ -19,7 +19,8 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   │   ├── MalformedFile                  not well-formed, or not the message's structure
     │   │   └── UnknownMessage                 not a pain.002 or camt.054
     │   ├── InvalidVietQR (vietqr)             a VietQR payload: crc, format, currency, bin…
-    │   └── InvalidCollectionCode              a mistyped or malformed postal collection code
+    │   ├── InvalidCollectionCode              a mistyped or malformed postal collection code
+    │   └── NoPublicLines (public_list)        a public list of a commune with no payment
     ├── ProviderError (providers)              a provider refused or failed a request
     │   ├── ProviderTimeout                    no answer: the outcome is unknown
     │   └── ProviderUnavailable                not reached: nothing was sent

@@ -69,6 +69,7 @@ from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.plugins import open_providers
 from sap_payments.providers import Provider, Result
+from sap_payments.public_list import PublicList, public_list
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
 from sap_payments.sqlite_store import SQLiteStore
@@ -295,6 +296,14 @@ class Ledger:
             programme=programme or self.config.programme,
             periods=periods,
             target_percent=target_percent,
+        )
+
+    def public_list(
+        self, period: Period | str, commune_code: str, *, programme: str | None = None
+    ) -> PublicList:
+        """A commune's public list (see :func:`sap_payments.public_list.public_list`)."""
+        return public_list(
+            self.store, period, commune_code, programme=programme or self.config.programme
         )
 
 

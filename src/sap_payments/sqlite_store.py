@@ -596,9 +596,7 @@ class SQLiteStore:
             for row in batch:
                 yield _unpack(row)
 
-    def beneficiaries_by_area(
-        self, programme: str, period: int
-    ) -> list[tuple[str, str, str, int]]:
+    def beneficiaries_by_area(self, programme: str, period: int) -> list[tuple[str, str, str, int]]:
         return [
             (str(province), str(district), str(commune), int(count))
             for province, district, commune, count in self._db.execute(

@@ -223,9 +223,7 @@ class Store(Protocol):
         """The programme's beneficiaries with an id in [start, stop) (None: open), by id."""
         ...
 
-    def beneficiaries_by_area(
-        self, programme: str, period: int
-    ) -> list[tuple[str, str, str, int]]:
+    def beneficiaries_by_area(self, programme: str, period: int) -> list[tuple[str, str, str, int]]:
         """(province, district, commune, count) of the programme's beneficiaries not ceased
         before ``period`` (``last_period`` empty or not earlier)."""
         ...
