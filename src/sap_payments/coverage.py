@@ -50,6 +50,7 @@ __all__ = [
     "Share",
     "Tally",
     "TrendRow",
+    "area_fields",
     "coverage_report",
     "coverage_trend",
     "settlement_report",
@@ -235,6 +236,22 @@ class SettlementReport:
 
 
 # -- shared ---------------------------------------------------------------------------------------
+AreaFields = tuple[str | None, str | None, str | None, str | None, str | None, str | None]
+
+
+def area_fields(line: CoverageLine | SettlementLine | TrendRow) -> AreaFields:
+    """(province, its name, district, its name, commune, its name) of a report line: the area
+    columns every report shares (``sap_payments.roster.AREA_COLUMNS``)."""
+    return (
+        line.province_code,
+        line.province_name,
+        line.district_code,
+        line.district_name,
+        line.commune_code,
+        line.commune_name,
+    )
+
+
 def _cycle(store: Store, period: Period | str, programme: str) -> tuple[Period, CycleRecord]:
     if isinstance(period, str):
         period = Period.parse(period)
@@ -261,9 +278,7 @@ class _Names:
             names.communes[area.commune_code] = area.commune_name
         return names
 
-    def label(
-        self, key: tuple[str, ...]
-    ) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+    def label(self, key: tuple[str, ...]) -> AreaFields:
         """(province, its name, district, its name, commune, its name) of an area key, None
         below the key's level and for a name not imported."""
         province = key[0] if key else None
@@ -540,12 +555,7 @@ def coverage_trend(
         rows.append(
             TrendRow(
                 line.level,
-                line.province_code,
-                line.province_name,
-                line.district_code,
-                line.district_name,
-                line.commune_code,
-                line.commune_name,
+                *area_fields(line),
                 tuple(shares[key]),
                 last is not None
                 and last.numerator * target.denominator >= target.numerator * last.denominator,

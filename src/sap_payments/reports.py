@@ -8,7 +8,7 @@ and kept stable.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from sap_payments.changes import Change, ChangeReport
 from sap_payments.coverage import (
@@ -20,9 +20,11 @@ from sap_payments.coverage import (
     Share,
     Tally,
     TrendRow,
+    area_fields,
 )
 from sap_payments.output import write_csv, write_json_document, write_table
 from sap_payments.periods import Period
+from sap_payments.roster import AREA_COLUMNS
 from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
 
 __all__ = [
@@ -166,12 +168,7 @@ def write_change_report(out: TextIO, fmt: str, report: ChangeReport) -> int:
 
 COVERAGE_COLUMNS = (
     "level",
-    "province_code",
-    "province_name",
-    "district_code",
-    "district_name",
-    "commune_code",
-    "commune_name",
+    *AREA_COLUMNS,
     "communes",
     "communes_electronic",
     "beneficiaries",
@@ -221,12 +218,7 @@ COVERAGE_TABLE_COLUMNS = (
 SETTLEMENT_COLUMNS = (
     "level",
     "provider",
-    "province_code",
-    "province_name",
-    "district_code",
-    "district_name",
-    "commune_code",
-    "commune_name",
+    *AREA_COLUMNS,
     "instructed_count",
     "instructed_amount",
     "paid_count",
@@ -289,23 +281,12 @@ def _tallies(*tallies: Tally) -> tuple[int, ...]:
     return tuple(value for t in tallies for value in (t.count, t.amount.minor))
 
 
-def _area(line: CoverageLine | SettlementLine | TrendRow) -> tuple[str | None, ...]:
-    return (
-        line.province_code,
-        line.province_name,
-        line.district_code,
-        line.district_name,
-        line.commune_code,
-        line.commune_name,
-    )
-
-
 def coverage_row(line: CoverageLine) -> tuple[Any, ...]:
     """One line of the coverage report as the values of :data:`COVERAGE_COLUMNS`."""
     electronic, proxy = line.electronic_share, line.proxy_share
     return (
         line.level,
-        *_area(line),
+        *area_fields(line),
         line.communes,
         line.communes_electronic,
         line.beneficiaries,
@@ -350,6 +331,24 @@ def _coverage_table_row(line: CoverageLine) -> tuple[Any, ...]:
     )
 
 
+L = TypeVar("L")
+
+
+def _write_lines(
+    out: TextIO,
+    fmt: str,
+    header: dict[str, Any],
+    lines: Sequence[L],
+    full: tuple[Sequence[str], Callable[[L], tuple[Any, ...]]],
+    table: tuple[Sequence[str], Callable[[L], tuple[Any, ...]]],
+) -> int:
+    """A report's lines: every column in CSV and JSON, a narrower view for people as a table."""
+    columns, make = table if fmt == "table" else full
+    return write_records(
+        out, fmt, columns, (make(line) for line in lines), header=header, key="lines"
+    )
+
+
 def write_coverage_report(out: TextIO, fmt: str, report: CoverageReport) -> int:
     """``report coverage``: per province, district, commune and in total (docs/formats.md 4.5)."""
     header = {
@@ -358,26 +357,19 @@ def write_coverage_report(out: TextIO, fmt: str, report: CoverageReport) -> int:
         "state": report.state,
         "currency": report.currency,
     }
-    columns: Sequence[str] = COVERAGE_COLUMNS
-    make: Callable[[CoverageLine], tuple[Any, ...]] = coverage_row
-    if fmt == "table":
-        columns, make = COVERAGE_TABLE_COLUMNS, _coverage_table_row
-    return write_records(
-        out, fmt, columns, (make(line) for line in report.lines), header=header, key="lines"
+    return _write_lines(
+        out,
+        fmt,
+        header,
+        report.lines,
+        (COVERAGE_COLUMNS, coverage_row),
+        (COVERAGE_TABLE_COLUMNS, _coverage_table_row),
     )
 
 
 #: The leading CSV columns of ``report coverage --trend``; a column per period and
 #: ``meets_target`` follow.
-TREND_AREA_COLUMNS = (
-    "level",
-    "province_code",
-    "province_name",
-    "district_code",
-    "district_name",
-    "commune_code",
-    "commune_name",
-)
+TREND_AREA_COLUMNS = ("level", *AREA_COLUMNS)
 
 
 def _share_document(share: Share | None) -> dict[str, Any] | None:
@@ -403,7 +395,7 @@ def write_coverage_trend(out: TextIO, fmt: str, trend: CoverageTrend) -> int:
         items = (
             {
                 "level": row.level,
-                **dict(zip(TREND_AREA_COLUMNS[1:], _area(row), strict=True)),
+                **dict(zip(TREND_AREA_COLUMNS[1:], area_fields(row), strict=True)),
                 "shares": {
                     period: _share_document(share)
                     for period, share in zip(periods, row.shares, strict=True)
@@ -429,7 +421,7 @@ def write_coverage_trend(out: TextIO, fmt: str, trend: CoverageTrend) -> int:
             (
                 (
                     row.level,
-                    *_area(row),
+                    *area_fields(row),
                     *(None if share is None else share.percent for share in row.shares),
                     "true" if row.meets_target else "false",
                 )
@@ -463,7 +455,7 @@ def settlement_row(line: SettlementLine) -> tuple[Any, ...]:
     return (
         line.level,
         line.provider,
-        *_area(line),
+        *area_fields(line),
         *_tallies(
             line.instructed, line.paid, line.failed, line.returned, line.unclaimed, line.open
         ),
@@ -487,10 +479,11 @@ def write_settlement_report(out: TextIO, fmt: str, report: SettlementReport) -> 
         "frozen": report.frozen,
         "currency": report.currency,
     }
-    columns: Sequence[str] = SETTLEMENT_COLUMNS
-    make: Callable[[SettlementLine], tuple[Any, ...]] = settlement_row
-    if fmt == "table":
-        columns, make = SETTLEMENT_TABLE_COLUMNS, _settlement_table_row
-    return write_records(
-        out, fmt, columns, (make(line) for line in report.lines), header=header, key="lines"
+    return _write_lines(
+        out,
+        fmt,
+        header,
+        report.lines,
+        (SETTLEMENT_COLUMNS, settlement_row),
+        (SETTLEMENT_TABLE_COLUMNS, _settlement_table_row),
     )
