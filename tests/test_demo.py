@@ -155,7 +155,8 @@ def test_demo_runs_twice_and_replaces_the_ledger(tmp_path: Path) -> None:
     assert code == 0, text
     assert "Imported: 8,364 beneficiaries" in text  # added again: a fresh ledger
     with Ledger.open(directory / "sap-payments.db") as ledger:
-        assert ledger.store.query("SELECT count(*) FROM imports") == [(len(PERIODS),)]
+        rosters = ledger.store.query("SELECT count(*) FROM imports WHERE kind = 'roster'")
+        assert rosters == [(len(PERIODS),)]
         assert [c.state for c in ledger.store.cycles("monthly-allowance")] == ["closed"] * 3
 
 
@@ -189,3 +190,30 @@ def test_demo_can_route_the_bank_through_iso20022_files(tmp_path: Path) -> None:
         assert "PAID" in {r.state for r in bank}
         imported = ledger.store.query("SELECT count(*) FROM imports WHERE kind = 'report'")
         assert imported == [(len(answers),)]
+
+
+def test_demo_campaign_moves_a_commune_from_cash_to_wallets(demo: tuple[Path, str]) -> None:
+    directory, text = demo
+    assert "Account-opening campaign in " in text
+    with Ledger.open(
+        directory / "sap-payments.db", config=Config.load(directory / "sap-payments.toml")
+    ) as ledger:
+        [campaign] = ledger.store.campaigns()
+        [commune] = json.loads(campaign.communes)
+        switched = {
+            u.beneficiary_id
+            for u in ledger.store.mandate_updates("monthly-allowance", ("applied",))
+        }
+        assert len(switched) > 10
+        assert ledger.campaign(campaign.name).states.get("applied") == len(switched)
+        # from October on, paid into their new wallets (not in September)
+        september = {r.beneficiary_id: r.channel for r, _ in ledger.instructions(PERIODS[0])}
+        october = {r.beneficiary_id: r.channel for r, _ in ledger.instructions(PERIODS[1])}
+        assert {september[b] for b in switched} == {"postal"}
+        assert sum(october[b] == "ewallet" for b in switched) >= len(switched) - 2
+        shares = [
+            next(x for x in ledger.coverage(p).lines if x.commune_code == commune).electronic_share
+            for p in PERIODS
+        ]
+        assert (shares[1].tenths or 0) > (shares[0].tenths or 0)
+    assert f"Campaign commune {commune}: electronic share" in text

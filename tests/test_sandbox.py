@@ -863,6 +863,11 @@ def test_settings_keep_their_defaults() -> None:
             "currency": "VND",
             "dead_msisdns": frozenset(),
             "closed_accounts": frozenset(),
+            "enrol_already_per_mille": 100,
+            "enrol_refused_per_mille": 30,
+            "enrol_failed_per_mille": 20,
+            "enrol_pending_per_mille": 0,
+            "enrol_pending_polls": 1,
         }
         assert wallet.settings.unclaimed_per_mille == 0
         assert wallet.settings.fail_reasons == (Reason.INACTIVE_WALLET, Reason.NAME_MISMATCH)

@@ -16,11 +16,25 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sap_payments._audit_cli import (
+    SIGNING_ACTIONS,
+    add_audit_parsers,
+    audit_command,
+    signing_command,
+)
+from sap_payments._enrolment_cli import (
+    add_campaign_parser,
+    add_enrolment_report,
+    campaign_command,
+    enrolment_command,
+)
+from sap_payments._keys_cli import add_keys_parsers, erase_command, keys_command
 from sap_payments.config import Config
 from sap_payments.errors import InvalidInput, SapPaymentsError
 from sap_payments.ledger import Ledger
 from sap_payments.output import FORMATS
 from sap_payments.periods import Period
+from sap_payments.postal import write_anomaly_report, write_flags
 from sap_payments.public_list import write_public_files
 from sap_payments.reports import (
     write_change_report,
@@ -169,6 +183,16 @@ def _parser() -> argparse.ArgumentParser:
         "files", type=Path, nargs="+", help="files, or directories (an inbox: every file in it)"
     )
     report_files.add_argument("--provider", required=True, help="the configured provider")
+    confirmations = imports.add_parser(
+        "confirmations",
+        help="apply a post office's confirmation file (CSV or XLSX), exactly once",
+        parents=[common],
+    )
+    confirmations.add_argument("file", type=Path)
+    confirmations.add_argument("--provider", required=True, help="the postal-cash provider")
+    confirmations.add_argument(
+        "--review-out", type=Path, metavar="FILE", help="write the rejected rows here (CSV)"
+    )
 
     cycle = commands.add_parser("cycle", help="prepare, approve and show cycles", parents=[common])
     cycles = cycle.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -176,6 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         "prepare", help="compute the instructions of a benefit month", parents=[common]
     )
     prep.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    prep.add_argument("--by", help="who prepares (the maker: someone else must approve)")
     programme(prep)
     workers(prep)
     appr = cycles.add_parser(
@@ -183,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     appr.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     appr.add_argument("--by", required=True, help="the approver's name")
+    appr.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the approver's private signing key (needed once approver keys are registered)",
+    )
     programme(appr)
     for action, text in (
         ("dispatch", "send the cycle's READY instructions to their providers"),
@@ -192,6 +223,17 @@ def _parser() -> argparse.ArgumentParser:
         sub = cycles.add_parser(action, help=text, parents=[common])
         sub.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
         programme(sub)
+    window = cycles.add_parser(
+        "close-window",
+        help="close a postal provider's payment window: uncollected cash becomes UNCLAIMED",
+        parents=[common],
+    )
+    window.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    window.add_argument("--provider", required=True, help="the postal-cash provider")
+    window.add_argument(
+        "--early", action="store_true", help="close before the window's last day, on purpose"
+    )
+    programme(window)
     show = cycles.add_parser("show", help="list a cycle's instructions", parents=[common])
     show.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(show)
@@ -251,6 +293,33 @@ def _parser() -> argparse.ArgumentParser:
     programme(settlement)
     fmt(settlement)
 
+    anomalies = reports.add_parser(
+        "anomalies",
+        help="proxies paid for many, collections after ceasing, shared phones and accounts",
+        parents=[common],
+    )
+    anomalies.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    anomalies.add_argument(
+        "--max-per-proxy",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="flag a proxy paid for more than N beneficiaries (default 3)",
+    )
+    programme(anomalies)
+    fmt(anomalies)
+    flags = reports.add_parser(
+        "flags", help="beneficiaries flagged for a clerk (e.g. re-verification)", parents=[common]
+    )
+    flags.add_argument("--kind", help="only flags of this kind (e.g. reverify)")
+    programme(flags)
+    fmt(flags)
+
+    add_enrolment_report(reports, common, programme, _period)
+    add_campaign_parser(commands, common, programme, _period)
+    add_keys_parsers(commands, common, _period)
+    add_audit_parsers(commands, common, _period)
+
     rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
     rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
     rules_show = rules_actions.add_parser(
@@ -275,6 +344,31 @@ def _parser() -> argparse.ArgumentParser:
         help="the bank channel: the in-process sandbox, or ISO 20022 files (pain.001 out, "
         "pain.002 and camt.054 back from a simulated bank)",
     )
+    demo.add_argument(
+        "--ewallet",
+        choices=("sandbox", "gsma"),
+        default="sandbox",
+        help="the e-wallet channel: the in-process sandbox, or the GSMA Mobile Money API "
+        "against a loopback sandbox server started for the demo",
+    )
+    sandbox = commands.add_parser("sandbox", help="sandbox servers to test against")
+    sandboxes = sandbox.add_subparsers(dest="action", metavar="ACTION", required=True)
+    serve = sandboxes.add_parser(
+        "serve", help="serve the GSMA Mobile Money API sandbox on loopback until interrupted"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--state", type=Path, help="SQLite file of the books (default: memory)")
+    serve.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="inject a fault, e.g. error=100 drop=20 rate_limit=50 latency=0.05 inactive=20 "
+        "pending_polls=2 duplicate_callbacks (rates per mille; repeat the option)",
+    )
+    serve.add_argument("--api-key", help="require this X-API-Key")
+    serve.add_argument("--webhook-secret", help="sign callbacks with this whsec_… secret")
     return parser
 
 
@@ -329,6 +423,22 @@ def _cmd_import(args: argparse.Namespace, out: TextIO) -> None:
                         f"{done.ignored:,} stale\n"
                     )
             return
+        if args.what == "confirmations":
+            confirmed = ledger.import_confirmations(
+                args.file, provider=args.provider, review_out=args.review_out
+            )
+            if confirmed.already_imported:
+                out.write(f"{args.file.name}: imported before; nothing to do\n")
+                return
+            out.write(
+                f"{args.file.name}: {confirmed.rows:,} rows, {confirmed.applied:,} applied, "
+                f"{confirmed.repeated:,} repeated, {confirmed.rejected:,} to review\n"
+            )
+            if confirmed.rejected and args.review_out is not None:
+                out.write(f"  review list: {args.review_out}\n")
+            elif confirmed.rejected:
+                out.write("  (write the review list with --review-out FILE)\n")
+            return
         if args.what == "areas":
             count = ledger.import_areas(args.file)
             out.write(f"imported {count:,} areas from {args.file}\n")
@@ -366,7 +476,11 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
             progress = _progress(args, "beneficiaries")
             try:
                 result = ledger.prepare(
-                    args.period, programme=args.programme, progress=progress, workers=args.workers
+                    args.period,
+                    programme=args.programme,
+                    progress=progress,
+                    workers=args.workers,
+                    by=args.by,
                 )
             finally:
                 progress.done()
@@ -386,12 +500,19 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 out.write(f"  {_area_label(key, names):<34} {total.count:>9,}  {total.amount}\n")
             return
         if args.action == "approve":
-            approval = ledger.approve(args.period, by=args.by, programme=args.programme)
+            approval = ledger.approve(
+                args.period, by=args.by, programme=args.programme, key=args.key
+            )
             out.write(
                 f"cycle {approval.period} approved by {approval.approved_by}: "
                 f"{approval.ready:,} instructions ready, total {approval.total}; "
                 f"{approval.cancelled_held:,} held instructions cancelled (their months stay due)\n"
             )
+            if approval.key_id is not None:
+                out.write(
+                    f"signed with key {approval.key_id}; manifest sha256 "
+                    f"{approval.manifest_sha256}\n"
+                )
             return
         if args.action == "dispatch":
             progress = _progress(args, "instructions sent")
@@ -414,6 +535,16 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 f"applied, {done.ignored:,} stale results ignored; {done.open:,} still open\n"
             )
             return
+        if args.action == "close-window":
+            window = ledger.close_window(
+                args.period, provider=args.provider, programme=args.programme, early=args.early
+            )
+            out.write(
+                f"cycle {window.period}, {window.provider}: window closed; {window.unclaimed:,} "
+                f"instructions unclaimed ({window.amount}, owed back, due again as arrears); "
+                f"{len(window.flagged):,} beneficiaries flagged for re-verification\n"
+            )
+            return
         if args.action == "close":
             closed = ledger.close_cycle(args.period, programme=args.programme)
             out.write(
@@ -427,6 +558,9 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
+    if args.report == "enrolment":
+        enrolment_command(args, out, _open, _Target)
+        return
     if args.report == "coverage" and args.trend:
         with _open(args) as ledger:
             trend = ledger.coverage_trend(
@@ -453,6 +587,21 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
             f"{public.total.count:,} lines, total {public.total.amount}; wrote {csv_path} "
             f"and {xlsx_path}\n"
         )
+        return
+    if args.report == "anomalies":
+        with _open(args) as ledger:
+            anomalies = ledger.anomalies(
+                args.period, programme=args.programme, max_per_proxy=args.max_per_proxy
+            )
+        with _Target(args, out) as target:
+            write_anomaly_report(target, args.format, anomalies)
+        return
+    if args.report == "flags":
+        with _open(args) as ledger:
+            programme = args.programme or ledger.config.programme
+            flagged = ledger.flags(kind=args.kind, programme=programme)
+        with _Target(args, out) as target:
+            write_flags(target, args.format, programme, flagged)
         return
     if args.report == "settlement":
         with _open(args) as ledger:
@@ -498,15 +647,50 @@ def _cmd_rules(args: argparse.Namespace, out: TextIO) -> None:
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     from sap_payments.demo import run_demo
 
-    run_demo(args.dir, seed=args.seed, out=out, quiet=getattr(args, "quiet", False), bank=args.bank)
+    run_demo(
+        args.dir,
+        seed=args.seed,
+        out=out,
+        quiet=getattr(args, "quiet", False),
+        bank=args.bank,
+        ewallet=args.ewallet,
+    )
+
+
+def _cmd_sandbox(args: argparse.Namespace, out: TextIO) -> None:
+    from sap_payments.testing.gsma_server import Faults, GsmaSandboxServer
+
+    server = GsmaSandboxServer(
+        state=args.state,
+        faults=Faults.parse(args.fault),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        webhook_secret=args.webhook_secret,
+    )
+    out.write(f"GSMA Mobile Money sandbox on {server.base_url} (Ctrl-C stops it)\n")
+    out.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        out.write("stopped\n")
+    finally:
+        server.stop()
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
+    "campaign": lambda args, out: campaign_command(args, out, _open),
     "import": _cmd_import,
     "cycle": _cmd_cycle,
     "report": _cmd_report,
     "rules": _cmd_rules,
     "demo": _cmd_demo,
+    "sandbox": _cmd_sandbox,
+    "keys": lambda args, out: (signing_command if args.action in SIGNING_ACTIONS else keys_command)(
+        args, out, _open
+    ),
+    "audit": lambda args, out: audit_command(args, out, _open),
+    "erase": lambda args, out: erase_command(args, out, _open),
 }
 
 

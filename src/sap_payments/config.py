@@ -7,6 +7,10 @@
     rules = "rules.toml"                  # optional: a rule set instead of the Vietnamese default
                                           # (relative paths are relative to this file)
     outbox = "outbox"                     # optional: where dispatch writes batch files
+    keyring = "/media/keys/ledger.keyring"  # optional: the keys personal data is sealed with
+                                          # (default: $SAP_PAYMENTS_KEYRING, else <db>.keyring)
+    retention_months = 120                # optional: months after a beneficiary's last month
+                                          # before `erase` may remove their personal data
 
     [channels]                            # optional: who pays a channel a beneficiary falls
     postal = "vnpost"                     # back to (default: the first provider of it)
@@ -17,7 +21,7 @@
     [providers.viettelpay]                # a configured provider instance, named as on the roster
     plugin = "sandbox-ewallet"            # the plugin that implements it
     channel = "ewallet"                   # ewallet | bank | postal
-    # any other keys are the plugin's own settings
+    # any other keys are the plugin's own settings; a relative ``outbox`` is relative to this file
 
 A roster's ``provider`` column names an instance. When the file configures no provider at all,
 any name is accepted at import and checked when the cycle is dispatched.
@@ -66,6 +70,10 @@ class Config:
     fallback_pay_points: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
     #: where dispatch writes each batch's payload and manifest (None: no files)
     outbox: Path | None = None
+    #: the keyring file (None: ``SAP_PAYMENTS_KEYRING``, else ``<db>.keyring``; docs/security.md)
+    keyring: Path | None = None
+    #: months after a beneficiary's last benefit month before their personal data may be erased
+    retention_months: int = 120
 
     @property
     def channel_providers(self) -> dict[str, str]:
@@ -102,6 +110,8 @@ class Config:
             "channels",
             "fallback_pay_points",
             "outbox",
+            "keyring",
+            "retention_months",
         }
         if unknown:
             raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
@@ -130,6 +140,9 @@ class Config:
             if not isinstance(table, dict):
                 raise ConfigError("must be a table", source=source, key=key)
             settings = dict(table)
+            folder = settings.get("outbox")  # a plugin's outbox, like ours: relative to this file
+            if isinstance(folder, str) and folder and source != "<string>":
+                settings["outbox"] = str(Path(source).parent / folder)
             plugin = settings.pop("plugin", None)
             channel = settings.pop("channel", None)
             if not isinstance(plugin, str) or not plugin:
@@ -166,6 +179,19 @@ class Config:
             outbox_path = Path(outbox)
             if not outbox_path.is_absolute() and source != "<string>":
                 outbox_path = Path(source).parent / outbox_path
+        keyring = data.get("keyring")
+        if keyring is not None and (not isinstance(keyring, str) or not keyring):
+            raise ConfigError("must be the path of a keyring file", source=source, key="keyring")
+        keyring_path = None
+        if keyring is not None:
+            keyring_path = Path(keyring)
+            if not keyring_path.is_absolute() and source != "<string>":
+                keyring_path = Path(source).parent / keyring_path
+        retention = data.get("retention_months", 120)
+        if not isinstance(retention, int) or isinstance(retention, bool) or retention < 0:
+            raise ConfigError(
+                "must be a whole number of months", source=source, key="retention_months"
+            )
         return cls(
             currency,
             programme,
@@ -175,6 +201,8 @@ class Config:
             MappingProxyType(channels),
             MappingProxyType(pay_points),
             outbox_path,
+            keyring=keyring_path,
+            retention_months=retention,
         )
 
     @classmethod

@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sap_payments._chain import address_fingerprinter, instruction_content
 from sap_payments._workers import count_progress, worker_pool
 from sap_payments.config import DEFAULT_PROGRAMME
+from sap_payments.crypto import Keyring
+from sap_payments.enrolment import apply_mandate_updates
 from sap_payments.entitlements import due_months
 from sap_payments.errors import CycleNotFound, CycleStateError, InstructionNotFound, InvalidInput
 from sap_payments.instructions import (
@@ -35,6 +39,7 @@ from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.providers import Reason
 from sap_payments.rules import RuleSet, canonical_coefficient
+from sap_payments.signing import ApprovalRefused, check_approver, same_person, sign_approval
 from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import (
     BeneficiaryRecord,
@@ -120,6 +125,9 @@ class ApprovalResult:
     ready: int
     cancelled_held: int
     total: Money
+    #: the SHA-256 of the approval's manifest, and the key that signed it (None: unsigned)
+    manifest_sha256: str | None = None
+    key_id: str | None = None
 
 
 def _now() -> str:
@@ -196,10 +204,13 @@ def prepare(
     workers: int = 1,
     channel_providers: Mapping[str, str] | None = None,
     fallback_pay_points: Mapping[str, str] | None = None,
+    by: str | None = None,
 ) -> PrepareResult:
     """Compute the cycle's instructions; again and again until it is approved.
 
     Args:
+        by: who prepares the cycle (the maker): the approver must be someone else. Kept from
+            an earlier preparation when not given.
         channel_providers: the provider that pays each channel when a beneficiary falls back
             to an address of another channel than the roster's (channel → provider name).
         fallback_pay_points: commune → pay point for cash when every address has failed.
@@ -221,6 +232,9 @@ def prepare(
         # one in while the next is computed) measured slower, the parent then competing with the
         # workers for a core. Attached outside the transaction; SQLite attaches at most 10.
         names = store.scratch(min(8, workers))
+    with store.transaction():  # committed first: parallel workers read committed records
+        _check_order(store, programme, period)
+        apply_mandate_updates(store, programme, period, _now())
     with store.transaction():
         existing_cycle = _check_order(store, programme, period)
         at = _now()
@@ -253,6 +267,7 @@ def prepare(
             result.created or result.revised or result.cancelled
         ):
             return result  # nothing changed: re-preparing is a no-op, not even an event
+        maker = (by or "").strip() or (existing_cycle.prepared_by if existing_cycle else None)
         store.save_cycle(
             CycleRecord(
                 programme,
@@ -265,6 +280,7 @@ def prepare(
                 result.count,
                 result.total.minor,
                 rules.currency,
+                maker,
             )
         )
         store.append_events(
@@ -275,7 +291,7 @@ def prepare(
                     None,
                     None,
                     None,
-                    None,
+                    maker,
                     f"{programme} {period}: {result.count} instructions, total "
                     f"{result.total.minor} {rules.currency}; created {result.created}, "
                     f"revised {result.revised}, cancelled {result.cancelled}, "
@@ -409,6 +425,7 @@ class _DirectSink(_Batching):
         super().__init__()
         self.store = store
         self.at = at
+        self.fingerprint = address_fingerprinter(store)
 
     def _write(self, batch: list[InstructionRecord]) -> None:
         self.store.insert_instructions(batch, self.at)
@@ -433,6 +450,7 @@ class _DirectSink(_Batching):
                     after,
                     None,
                     detail,
+                    instruction_content(instruction, self.fingerprint),
                 )
             ]
         )
@@ -458,12 +476,15 @@ class _DirectSink(_Batching):
 class _ScratchSink(_Batching):
     """Into a worker's scratch file, for the parent to apply (see ``_apply_scratch``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, store: SQLiteStore) -> None:
         super().__init__()
+        self.store = store  # seals what the scratch file holds: no personal data in clear
+        self.fingerprint = address_fingerprinter(store)
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
-        columns = ", ".join(InstructionRecord._fields)
+        # and each new instruction's audit-trail content, computed here in the worker
+        columns = ", ".join((*InstructionRecord._fields, "payee", "content"))
         for table, schema in (
             ("new", columns),
             ("revised", "live TEXT, instruction TEXT"),
@@ -472,18 +493,32 @@ class _ScratchSink(_Batching):
             self.db.execute(f"DROP TABLE IF EXISTS {table}")
             self.db.execute(f"CREATE TABLE {table} ({schema})")
         self.db.execute("BEGIN")
-        self.insert = f"INSERT INTO new VALUES ({', '.join('?' * len(InstructionRecord._fields))})"
+        self.insert = (
+            f"INSERT INTO new VALUES ({', '.join('?' * (len(InstructionRecord._fields) + 2))})"
+        )
 
     def _write(self, batch: list[InstructionRecord]) -> None:
-        self.db.executemany(self.insert, batch)
+        fingerprint = self.fingerprint
+        self.db.executemany(
+            self.insert,
+            [
+                (*row, instruction_content(record, fingerprint))
+                for row, record in zip(self.store.seal_instructions(batch), batch, strict=True)
+            ],
+        )
 
     def revise(self, live: InstructionRecord, instruction: InstructionRecord) -> None:
+        seal = self.store.seal_scratch
         self.db.execute(
-            "INSERT INTO revised VALUES (?, ?)", (json.dumps(live), json.dumps(instruction))
+            "INSERT INTO revised VALUES (?, ?)",
+            (seal("live", json.dumps(live)), seal("instruction", json.dumps(instruction))),
         )
 
     def cancel(self, live: InstructionRecord, reason: str) -> None:
-        self.db.execute("INSERT INTO cancelled VALUES (?, ?)", (json.dumps(live), reason))
+        self.db.execute(
+            "INSERT INTO cancelled VALUES (?, ?)",
+            (self.store.seal_scratch("live", json.dumps(live)), reason),
+        )
 
     def close(self) -> None:
         self.flush()
@@ -501,10 +536,11 @@ def _prepare_range(
     stop: str | None,
     channel_providers: Mapping[str, str] | None,
     fallback_pay_points: Mapping[str, str] | None,
+    keyring: Keyring,
 ) -> _Partial:
     """In a worker: prepare the beneficiaries in [start, stop) into a scratch file."""
-    store = SQLiteStore(ledger, readonly=True)
-    sink = _ScratchSink(scratch)
+    store = SQLiteStore(ledger, readonly=True, keyring=keyring)
+    sink = _ScratchSink(scratch, store)
     try:
         run = _Preparation(
             store, rules, programme, Period(period), sink, channel_providers, fallback_pay_points
@@ -539,13 +575,17 @@ def _prepare_parallel(
         name = names[number]
         total.merge(partial)
         store.insert_instructions_from(f"{name}.new", at)
+        opened = store.open_scratch
         for live, instruction in store.query(f"SELECT live, instruction FROM {name}.revised"):
             direct.revise(
-                InstructionRecord(*json.loads(str(live))),
-                InstructionRecord(*json.loads(str(instruction))),
+                InstructionRecord(*json.loads(opened("live", live))),  # type: ignore[arg-type]
+                InstructionRecord(*json.loads(opened("instruction", instruction))),  # type: ignore[arg-type]
             )
         for live, reason in store.query(f"SELECT live, reason FROM {name}.cancelled"):
-            direct.cancel(InstructionRecord(*json.loads(str(live))), str(reason))
+            direct.cancel(
+                InstructionRecord(*json.loads(opened("live", live))),  # type: ignore[arg-type]
+                str(reason),
+            )
 
     with worker_pool(workers) as pool:
         partials = pool.run(
@@ -562,6 +602,7 @@ def _prepare_parallel(
                         stop,
                         dict(channel_providers or {}),
                         dict(fallback_pay_points or {}),
+                        store.keyring,
                     ),
                 )
                 for n, (start, stop) in enumerate(ranges)
@@ -869,12 +910,19 @@ def approve(
     *,
     by: str,
     programme: str = DEFAULT_PROGRAMME,
+    key: Ed25519PrivateKey | None = None,
 ) -> ApprovalResult:
     """Approve a prepared cycle: CREATED → READY, HELD → CANCELLED; the cycle is then frozen.
+
+    The approval records the manifest of the READY instructions (see
+    :mod:`sap_payments.signing`), signed with the approver's ``key``: required once approver
+    keys are registered in the ledger, refused before.
 
     Raises:
         CycleNotFound: the cycle was never prepared.
         CycleStateError: the cycle is already approved.
+        ApprovalRefused: ``by`` prepared the cycle (maker-checker), or the key is missing,
+            not registered, or not ``by``'s.
         InvalidInput: ``by`` is empty.
     """
     if isinstance(period, str):
@@ -890,6 +938,13 @@ def approve(
             period,
             states={APPROVED: "is already approved", CLOSED: "is already closed"},
         )
+        if cycle.prepared_by is not None and same_person(cycle.prepared_by, approver):
+            raise ApprovalRefused(
+                programme,
+                str(period),
+                f"{approver!r} prepared this cycle; another person must approve it",
+            )
+        check_approver(store, programme, period, approver, key)
         check_transition("(cycle)", S.CREATED, S.READY)
         ready = store.bulk_transition(
             programme,
@@ -922,6 +977,7 @@ def approve(
                 total=total,
             )
         )
+        signed = sign_approval(store, programme, period.ordinal, approver, cycle.currency, key, at)
         store.append_events(
             [
                 EventRecord(
@@ -932,10 +988,19 @@ def approve(
                     None,
                     approver,
                     f"{programme} {period}: {ready} ready, total {total} "
-                    f"{cycle.currency}; {cancelled} held instructions cancelled",
+                    f"{cycle.currency}; {cancelled} held instructions cancelled; manifest "
+                    f"sha256 {signed.manifest_sha256}, "
+                    + (f"signed with key {signed.key_id}" if signed.key_id else "unsigned"),
                 )
             ]
         )
     return ApprovalResult(
-        programme, period, approver, ready, cancelled, Money(total, cycle.currency)
+        programme,
+        period,
+        approver,
+        ready,
+        cancelled,
+        Money(total, cycle.currency),
+        signed.manifest_sha256,
+        signed.key_id,
     )

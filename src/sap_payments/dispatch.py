@@ -43,6 +43,7 @@ from sap_payments.providers import (
     Result,
     ResultKind,
 )
+from sap_payments.signing import check_dispatch
 from sap_payments.store import (
     BatchRecord,
     EventRecord,
@@ -155,6 +156,7 @@ def payment_of(record: InstructionRecord, reference: str) -> Payment:
         address=parse_address(record.address, record.provider),
         payee_name=record.payee_name,
         reference=reference,
+        payee_is_proxy=record.payee_kind == "proxy",
     )
 
 
@@ -267,6 +269,9 @@ def dispatch(
 
     Raises:
         CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
+        SignatureError: the approval's signature is missing (approver keys are registered)
+            or does not verify.
+        ApprovalMismatch: instructions differ from what was approved; nothing was sent.
     """
     if isinstance(period, str):
         period = Period.parse(period)
@@ -281,6 +286,9 @@ def dispatch(
     by_provider: dict[str, list[str]] = {}
     for ident, name in store.instruction_ids_in_state(programme, period.ordinal, S.READY):
         by_provider.setdefault(name, []).append(ident)
+    # The approval's signature, and each instruction against what was approved: before any
+    # money moves (sap_payments.signing).
+    check_dispatch(store, programme, period, [i for ids in by_provider.values() for i in ids])
     for name, idents in by_provider.items():
         provider = providers.get(name)
         if provider is None:

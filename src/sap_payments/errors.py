@@ -11,6 +11,7 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   ├── InvalidRuleSet                     a rule-set file that cannot be used
     │   ├── UnknownCategory (LookupError)      a category code the rule set does not define
     │   ├── InvalidRoster                      a roster file with bad rows (``.problems``: all)
+    │   │   └── InvalidEnrolmentResults (enrolment)  a provider's enrolment results file
     │   ├── ConfigError                        a configuration file that cannot be used
     │   ├── InvalidReport (dispatch)           a report naming unknown instructions or amounts
     │   ├── InvalidBatch (iso20022.pain001)    a batch a pain.001 cannot carry
@@ -20,6 +21,9 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   │   └── UnknownMessage                 not a pain.002 or camt.054
     │   ├── InvalidVietQR (vietqr)             a VietQR payload: crc, format, currency, bin…
     │   ├── InvalidCollectionCode              a mistyped or malformed postal collection code
+    │   ├── InvalidConfirmations (postal)      a post-office confirmation file that cannot be read
+    │   ├── KeyFileError (signing)             a signing key file that cannot be read
+    │   ├── InvalidCheckpoint (audit)          an audit checkpoint file that cannot be read
     │   └── NoPublicLines (public_list)        a public list of a commune with no payment
     ├── ProviderError (providers)              a provider refused or failed a request
     │   ├── ProviderTimeout                    no answer: the outcome is unknown
@@ -32,10 +36,24 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   ├── InvalidTransition                  an instruction move the transition table forbids
     │   ├── CycleNotFound (LookupError)        no such cycle
     │   ├── NoCycles (coverage)                a trend asked of a programme with no cycle
+    │   ├── CampaignError (enrolment)          a campaign action that does not fit
+    │   │   └── CampaignNotFound (LookupError)
     │   ├── InstructionNotFound (LookupError)  no such instruction
+    │   ├── ApprovalRefused (signing)          maker = checker, or a missing or wrong key
+    │   ├── ApprovalMismatch (signing)         instructions to send differ from the approval
+    │   ├── AuditFailed (audit)                the audit trail does not verify
+    │   ├── ErasureRefused (crypto)            erasing within the retention period, or with an
+    │   │                                      instruction not settled
     │   └── CycleStateError                    e.g. re-preparing an approved cycle
+    │       └── WindowStillOpen (postal)       closing a payment window before its last day
+    ├── SignatureError (signing)               an approval's signature is missing or invalid
     └── StoreError                             the ledger database cannot be used
-        └── SchemaVersionError                 a database written by a newer sap_payments
+        ├── SchemaVersionError                 a database written by a newer sap_payments
+        └── KeyringError (crypto)              a keyring missing, unreadable or not the ledger's
+            ├── KeyringNotFound                an encrypted ledger opened without its keyring
+            ├── KeyringMismatch                another ledger's keyring, or a changed key
+            └── DecryptionError                a sealed value that fails to open (tampered,
+                                               copied from another row, unknown key)
 
 The errors of a part (in brackets) are defined in its module, next to the code that raises them.
 Messages are written for the clerk who has to act on them; they never contain personal data

@@ -17,8 +17,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sap_payments.areas import Area
+from sap_payments.audit import AuditReport, Checkpoint, make_checkpoint, stored_checkpoint
+from sap_payments.audit import verify as verify_audit
 from sap_payments.beneficiaries import (
     BankAccount,
     Beneficiary,
@@ -43,6 +46,7 @@ from sap_payments.coverage import (
     coverage_trend,
     settlement_report,
 )
+from sap_payments.crypto import Keyring
 from sap_payments.cycles import (
     ApprovalResult,
     PrepareResult,
@@ -62,18 +66,54 @@ from sap_payments.dispatch import (
     import_report,
     reconcile,
 )
+from sap_payments.enrolment import (
+    CampaignSummary,
+    EnrolmentImport,
+    RunResult,
+    campaign_summary,
+    create_campaign,
+    import_enrolment_results,
+    run_campaign,
+    schedule_campaign,
+)
+from sap_payments.enrolment_report import EnrolmentReport, enrolment_report
 from sap_payments.entitlements import Entitlement
-from sap_payments.errors import ConfigError, CycleNotFound
+from sap_payments.erasure import erase_personal_data
+from sap_payments.errors import ConfigError, CycleNotFound, InvalidInput
 from sap_payments.instructions import Instruction, InstructionState, LineKind
+from sap_payments.keys import Rotation, rotate_keys
 from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.plugins import open_providers
+from sap_payments.postal import (
+    AnomalyReport,
+    ConfirmationImport,
+    PostalCashProvider,
+    WindowClose,
+    anomaly_report,
+    close_window,
+    import_confirmations,
+    write_review_csv,
+)
 from sap_payments.providers import Provider, Result
 from sap_payments.public_list import PublicList, public_list
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
+from sap_payments.signing import (
+    add_approver,
+    approvers,
+    load_private_key,
+    load_public_key,
+)
 from sap_payments.sqlite_store import SQLiteStore
-from sap_payments.store import BeneficiaryRecord, CycleRecord, InstructionRecord, LineRecord
+from sap_payments.store import (
+    ApproverKey,
+    BeneficiaryRecord,
+    CycleRecord,
+    FlagRecord,
+    InstructionRecord,
+    LineRecord,
+)
 
 __all__ = ["Ledger", "enrolment"]
 
@@ -98,12 +138,57 @@ class Ledger:
         config: Config | None = None,
         rules: RuleSet | None = None,
         durable: bool = True,
+        keyring: Keyring | None = None,
     ) -> Ledger:
-        """Open (or create) the ledger at ``path``."""
+        """Open (or create) the ledger at ``path``.
+
+        ``keyring``: the keys personal data is sealed with; by default the configuration's
+        ``keyring`` file, else as :class:`~sap_payments.sqlite_store.SQLiteStore` finds it.
+        """
         config = config or Config()
         if rules is None:
             rules = RuleSet.load(config.rules) if config.rules else RuleSet.vietnam_default()
-        return cls(SQLiteStore(Path(path), durable=durable), config, rules)
+        if keyring is None and config.keyring is not None:
+            keyring = Keyring.load(config.keyring)
+        return cls(SQLiteStore(Path(path), durable=durable, keyring=keyring), config, rules)
+
+    def key_status(self) -> dict[str, dict[str, int]]:
+        """Sealed values by place and key id (see :meth:`SQLiteStore.key_status`)."""
+        return self.store.key_status()
+
+    def rotate_keys(
+        self,
+        *,
+        batch: int = 5000,
+        retire: bool = True,
+        after_batch: Callable[[int], None] | None = None,
+    ) -> Rotation:
+        """Seal every personal value under a new key, or finish an interrupted rotation (see
+        :func:`sap_payments.keys.rotate_keys`)."""
+        return rotate_keys(self.store, batch=batch, retire=retire, after_batch=after_batch)
+
+    def erase(
+        self,
+        beneficiary_ids: Sequence[str] = (),
+        *,
+        closed_before: Period | str | None = None,
+        by: str | None = None,
+        programme: str | None = None,
+        today: dt.date | None = None,
+    ) -> list[str]:
+        """Erase personal data past the retention period (``retention_months``; see
+        :func:`sap_payments.erasure.erase_personal_data`)."""
+        if isinstance(closed_before, str):
+            closed_before = Period.parse(closed_before)
+        return erase_personal_data(
+            self.store,
+            programme=programme or self.config.programme,
+            retention_months=self.config.retention_months,
+            beneficiary_ids=beneficiary_ids,
+            closed_before=closed_before,
+            today=today,
+            actor=by,
+        )
 
     def close(self) -> None:
         """Close the ledger (and the providers it opened)."""
@@ -155,6 +240,64 @@ class Ledger:
     def close_cycle(self, period: Period | str, *, programme: str | None = None) -> CloseResult:
         """Close a cycle once nothing is open; freezes its settlement figures."""
         return close_cycle(self.store, period, programme=programme or self.config.programme)
+
+    def _postal(self, provider: str) -> PostalCashProvider:
+        instance = self.provider_instances().get(provider)
+        if instance is None:
+            raise ConfigError(f"provider {provider!r} is not configured", key="providers")
+        if not isinstance(instance, PostalCashProvider):
+            raise ConfigError(
+                f"provider {provider!r} is not a postal-cash provider", key=f"providers.{provider}"
+            )
+        return instance
+
+    def import_confirmations(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        provider: str,
+        review_out: str | os.PathLike[str] | None = None,
+    ) -> ConfirmationImport:
+        """Apply a post office's confirmation file, exactly once; rows that fail a check go to
+        the review list (written as CSV to ``review_out`` when given). See
+        :func:`sap_payments.postal.import_confirmations`."""
+        done = import_confirmations(self.store, self._postal(provider), Path(path))
+        if review_out is not None and not done.already_imported:
+            write_review_csv(Path(review_out), done.review)
+        return done
+
+    def close_window(
+        self,
+        period: Period | str,
+        *,
+        provider: str,
+        programme: str | None = None,
+        early: bool = False,
+    ) -> WindowClose:
+        """Close a postal provider's payment window: uncollected cash becomes UNCLAIMED (see
+        :func:`sap_payments.postal.close_window`)."""
+        return close_window(
+            self.store,
+            self._postal(provider),
+            period,
+            programme=programme or self.config.programme,
+            early=early,
+        )
+
+    def anomalies(
+        self, period: Period | str, *, programme: str | None = None, max_per_proxy: int = 3
+    ) -> AnomalyReport:
+        """The cycle's anomaly report (see :func:`sap_payments.postal.anomaly_report`)."""
+        return anomaly_report(
+            self.store,
+            period,
+            programme=programme or self.config.programme,
+            max_per_proxy=max_per_proxy,
+        )
+
+    def flags(self, *, kind: str | None = None, programme: str | None = None) -> list[FlagRecord]:
+        """Open flags on beneficiaries (e.g. ``reverify``), by beneficiary id."""
+        return self.store.flags(programme or self.config.programme, kind)
 
     def __enter__(self) -> Ledger:
         return self
@@ -230,8 +373,9 @@ class Ledger:
         programme: str | None = None,
         progress: Progress = None,
         workers: int = 1,
+        by: str | None = None,
     ) -> PrepareResult:
-        """Prepare a cycle (see :func:`sap_payments.cycles.prepare`)."""
+        """Prepare a cycle (see :func:`sap_payments.cycles.prepare`); ``by``: the maker."""
         return prepare(
             self.store,
             period,
@@ -241,12 +385,65 @@ class Ledger:
             workers=workers,
             channel_providers=self.config.channel_providers,
             fallback_pay_points=self.config.fallback_pay_points,
+            by=by,
         )
 
     def approve(
-        self, period: Period | str, *, by: str, programme: str | None = None
+        self,
+        period: Period | str,
+        *,
+        by: str,
+        programme: str | None = None,
+        key: Ed25519PrivateKey | str | os.PathLike[str] | None = None,
     ) -> ApprovalResult:
-        return approve(self.store, period, by=by, programme=programme or self.config.programme)
+        """Approve a cycle, signed with the approver's private key (an Ed25519 key or its PEM
+        file) when approver keys are registered (see :mod:`sap_payments.signing`)."""
+        if key is not None and not isinstance(key, Ed25519PrivateKey):
+            key = load_private_key(Path(key))
+        return approve(
+            self.store, period, by=by, programme=programme or self.config.programme, key=key
+        )
+
+    def add_approver(self, name: str, public_key: bytes | str | os.PathLike[str]) -> ApproverKey:
+        """Register an approver's public key (raw bytes or a PEM file); from then on every
+        approval must be signed."""
+        if not isinstance(public_key, bytes):
+            public_key = load_public_key(Path(public_key))
+        return add_approver(self.store, name, public_key)
+
+    def approvers(self) -> list[ApproverKey]:
+        """The registered approvers, by name."""
+        return approvers(self.store)
+
+    def verify_audit(
+        self, checkpoint: Checkpoint | str | os.PathLike[str] | None = None
+    ) -> AuditReport:
+        """Verify the audit trail (see :func:`sap_payments.audit.verify`), against a
+        checkpoint (or its JSON file) when given."""
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            checkpoint = Checkpoint.load(Path(checkpoint))
+        return verify_audit(self.store, checkpoint)
+
+    def checkpoint(
+        self,
+        period: Period | str,
+        *,
+        key: Ed25519PrivateKey | str | os.PathLike[str] | None = None,
+        programme: str | None = None,
+    ) -> Checkpoint:
+        """A closed cycle's signed checkpoint: made (and stored) with the agency's ``key``, or
+        the one made before when no key is given."""
+        programme = programme or self.config.programme
+        if key is None:
+            found = stored_checkpoint(self.store, period, programme=programme)
+            if found is None:
+                raise InvalidInput(
+                    f"no checkpoint of cycle {period} yet: give the agency's signing key (--key)"
+                )
+            return found
+        if not isinstance(key, Ed25519PrivateKey):
+            key = load_private_key(Path(key))
+        return make_checkpoint(self.store, period, key, programme=programme)
 
     def cycle(self, period: Period | str, *, programme: str | None = None) -> CycleRecord:
         period = Period.parse(period) if isinstance(period, str) else period
@@ -304,6 +501,89 @@ class Ledger:
         """A commune's public list (see :func:`sap_payments.public_list.public_list`)."""
         return public_list(
             self.store, period, commune_code, programme=programme or self.config.programme
+        )
+
+    # -- account-opening campaigns (see sap_payments.enrolment) ---------------------------------
+    def create_campaign(
+        self,
+        name: str,
+        *,
+        provider: str,
+        communes: Sequence[str] = (),
+        districts: Sequence[str] = (),
+        channel: str = "postal",
+        programme: str | None = None,
+        by: str | None = None,
+        at: str | None = None,
+    ) -> CampaignSummary:
+        """Target the beneficiaries on ``channel`` in the areas given, for ``provider`` (a
+        configured e-wallet or bank provider) to open accounts."""
+        configured = self.config.providers.get(provider)
+        if configured is None:
+            raise ConfigError(f"provider {provider!r} is not configured", key="providers")
+        return create_campaign(
+            self.store,
+            name,
+            provider=provider,
+            channel=configured.channel,
+            communes=communes,
+            districts=districts,
+            target_channel=channel,
+            programme=programme or self.config.programme,
+            by=by,
+            at=at,
+        )
+
+    def run_campaign(
+        self,
+        name: str,
+        *,
+        by: str | None = None,
+        retry_failed: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        at: str | None = None,
+    ) -> RunResult:
+        """Ask the campaign's provider to open (or confirm) each target's account."""
+        campaign = campaign_summary(self.store, name).campaign
+        instances = self.provider_instances()
+        if campaign.provider not in instances:
+            raise ConfigError(f"provider {campaign.provider!r} is not configured", key="providers")
+        return run_campaign(
+            self.store,
+            name,
+            instances[campaign.provider],
+            by=by,
+            retry_failed=retry_failed,
+            progress=progress,
+            at=at,
+        )
+
+    def import_enrolment_results(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        by: str | None = None,
+        at: str | None = None,
+    ) -> EnrolmentImport:
+        """Apply a provider's enrolment results file to a campaign, exactly once."""
+        return import_enrolment_results(self.store, name, path, by=by, at=at)
+
+    def schedule_campaign(
+        self, name: str, from_period: Period | str, *, by: str | None = None
+    ) -> int:
+        """Switch the campaign's beneficiaries with a new account from ``from_period`` on."""
+        return schedule_campaign(self.store, name, from_period, by=by)
+
+    def campaign(self, name: str) -> CampaignSummary:
+        return campaign_summary(self.store, name)
+
+    def enrolment_report(
+        self, periods: Sequence[Period] | None = None, *, programme: str | None = None
+    ) -> EnrolmentReport:
+        """Campaign progress and account share per commune and provider, month by month."""
+        return enrolment_report(
+            self.store, programme=programme or self.config.programme, periods=periods
         )
 
 

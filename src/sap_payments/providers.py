@@ -7,12 +7,19 @@ without ``status_query`` is never asked for a status); they are not discovered b
 
 What crosses the boundary:
 
-* out: :class:`Payment` — the instruction's key, amount, financial address, payee name and a
-  reference text; nothing else about the beneficiary (no national id, no birth date);
+* out: :class:`Payment` — the instruction's key, amount, financial address, payee name (and
+  whether the payee is an authorised proxy) and a reference text; nothing else about the
+  beneficiary (no national id, no birth date);
 * back: :class:`Result` — paid, failed (with a :class:`Reason`), returned, unclaimed, pending,
   or ``NOT_FOUND`` (the provider says, authoritatively, it never received the key);
 * errors: :class:`ProviderTimeout` when the outcome is unknown (the payment may have been
   applied), :class:`ProviderUnavailable` when nothing was sent.
+
+Account opening (capability ``enrolment``): a provider that can open or link an account for a
+beneficiary also has the method of :class:`EnrollingProvider`, ``enrol(request)``, answered by
+an :class:`EnrolmentOutcome` (opened, already had one, refused, failed, pending) with the new
+:data:`~sap_payments.beneficiaries.FinancialAddress`. It is optional: a caller checks
+``capabilities.enrolment`` before calling it (see :mod:`sap_payments.enrolment`).
 
 Submitting is idempotent by key: sending the same key twice never pays twice. sap_payments uses
 the instruction id as the key, for every attempt.
@@ -33,6 +40,10 @@ from sap_payments.money import Money
 __all__ = [
     "AddressCheck",
     "Capabilities",
+    "EnrollingProvider",
+    "EnrolmentOutcome",
+    "EnrolmentOutcomeKind",
+    "EnrolmentRequest",
     "Payment",
     "Provider",
     "ProviderError",
@@ -99,6 +110,7 @@ class Payment:
     address: FinancialAddress
     payee_name: str
     reference: str  # remittance text, e.g. "monthly-allowance 2021-09"
+    payee_is_proxy: bool = False  # the payee is the beneficiary's authorised proxy
 
 
 @attrs.frozen
@@ -121,6 +133,51 @@ class AddressCheck:
     ok: bool
     reason: Reason | None = None
     name_matches: bool | None = None
+
+
+class EnrolmentOutcomeKind(enum.StrEnum):
+    """What became of a request to open (or link) an account for a beneficiary."""
+
+    OPENED = "opened"  # a new account was opened: the outcome carries its address
+    ALREADY_HAD = "already_had"  # the beneficiary already had an active one: its address
+    REFUSED = "refused"  # the beneficiary declined (final for this campaign)
+    FAILED = "failed"  # could not be opened; see the reason (may be tried again)
+    PENDING = "pending"  # in progress (e.g. identity check): ask again later
+
+
+@attrs.frozen
+class EnrolmentRequest:
+    """Open or link an account for one beneficiary (capability ``enrolment``).
+
+    ``key`` makes the request idempotent: asking again with the same key never opens a second
+    account. Only what opening an account needs crosses the boundary: the name, the national id
+    and birth date for the identity check, the commune, and a mobile number when one is known.
+    """
+
+    key: str
+    beneficiary_id: str
+    full_name: str
+    national_id: str | None = None
+    birth_date: str | None = None
+    msisdn: str | None = None
+    commune_code: str | None = None
+
+
+@attrs.frozen
+class EnrolmentOutcome:
+    """A provider's answer to an :class:`EnrolmentRequest`.
+
+    ``address`` is the account's address for ``OPENED`` and ``ALREADY_HAD`` (None otherwise);
+    ``reason`` says in a few words (no personal data) why it was refused or failed.
+    """
+
+    key: str
+    kind: EnrolmentOutcomeKind
+    address: FinancialAddress | None = None
+    reason: str | None = None
+    provider_reference: str | None = None
+    provider_code: str | None = None  # the provider's own code, kept apart from ours
+    provider_message: str | None = None
 
 
 @runtime_checkable
@@ -159,6 +216,21 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class EnrollingProvider(Provider, Protocol):
+    """A provider with capability ``enrolment``: it also opens or links accounts."""
+
+    def enrol(self, request: EnrolmentRequest) -> EnrolmentOutcome:
+        """Open or link an account; idempotent by ``request.key``.
+
+        Raises:
+            ProviderTimeout: no answer in time (the account may have been opened: ask again
+                with the same key).
+            ProviderUnavailable: nothing was sent.
+        """
+        ...
 
 
 class ProviderFactory(Protocol):

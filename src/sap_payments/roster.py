@@ -22,6 +22,7 @@ from typing import BinaryIO, Final
 import attrs
 
 from sap_payments._workers import count_progress, worker_pool
+from sap_payments.crypto import Keyring
 from sap_payments.errors import InvalidRoster, RowProblem
 from sap_payments.iso20022.napas import NAPAS_BANKS
 from sap_payments.rules import RuleSet, canonical_coefficient
@@ -774,6 +775,7 @@ def _check_slice(
     rules: RuleSet,
     providers: Mapping[str, str] | None,
     staging: Path,
+    keyring: Keyring,
 ) -> _SliceResult:
     """In a worker: read and check one slice, and write its good rows to a staging file."""
     problems = _Problems()
@@ -799,7 +801,9 @@ def _check_slice(
         except csv.Error as exc:
             problems.add(piece.first_line + reader.line_num - 1, "(file)", f"broken CSV: {exc}")
 
-    write_staging(staging, _Counter(None).wrap(_checked_rows(rows(), checker, positions, width)))
+    write_staging(
+        staging, _Counter(None).wrap(_checked_rows(rows(), checker, positions, width)), keyring
+    )
     return _SliceResult(count, tuple(problems.kept), problems.count)
 
 
@@ -821,7 +825,10 @@ def _import_parallel(
     with worker_pool(len(slices)) as pool:
         results = pool.run(
             [
-                (_check_slice, (path, piece, positions, width, rules, providers, out))
+                (
+                    _check_slice,
+                    (path, piece, positions, width, rules, providers, out, store.keyring),
+                )
                 for piece, out in zip(slices, stagings, strict=True)
             ],
             progress,

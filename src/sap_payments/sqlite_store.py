@@ -12,29 +12,58 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from sap_payments._chain import (
+    EVENT_COLUMNS,
+    GENESIS,
+    address_fingerprinter,
+    event_hash,
+    instruction_content,
+)
+from sap_payments.crypto import (
+    ERASED,
+    KEYRING_ENV,
+    Cipher,
+    Keyring,
+    KeyringError,
+    KeyringMismatch,
+    KeyringNotFound,
+    default_keyring_path,
+)
 from sap_payments.errors import SchemaVersionError, StoreError
 from sap_payments.store import (
     DETAILS_FROM,
+    ApprovalEntry,
+    ApprovalRecord,
+    ApproverKey,
     AreaRecord,
     BatchRecord,
     BeneficiaryRecord,
+    CampaignRecord,
+    CampaignTarget,
+    CheckpointRecord,
     CycleRecord,
+    EnrolmentAttempt,
     EventRecord,
+    FlagRecord,
     ImportRecord,
     ImportSummary,
     InstructionRecord,
     LineRecord,
+    MandateUpdate,
     Move,
 )
 
 __all__ = ["SQLiteStore", "write_staging"]
+
+log = logging.getLogger(__name__)
 
 #: The beneficiary columns of the table: the key fields, then all details packed in one.
 _BENEFICIARY_COLUMNS: Final = (*BeneficiaryRecord._fields[:DETAILS_FROM], "details")
@@ -42,17 +71,25 @@ _SEPARATOR: Final = "\x1f"  # the roster import refuses control characters in ev
 
 
 def _pack(record: BeneficiaryRecord) -> tuple[object, ...]:
-    r = record
-    details = (
-        f"{r.full_name}\x1f{r.birth_date or ''}\x1f{r.sex}\x1f{r.msisdn or ''}\x1f"
-        f"{r.bank_bin or ''}\x1f{r.account_number or ''}\x1f{r.pay_point or ''}\x1f"
-        f"{r.proxy_name or ''}\x1f{r.proxy_national_id or ''}\x1f{r.proxy_relation or ''}\x1f"
-        f"{r.mandate_valid_until or ''}\x1f{r.home_delivery}"
+    """The row in plaintext: the key fields, then every personal detail (the national id
+    first) joined by U+001F in one value — the one value :func:`_seal_row` encrypts."""
+    return (*record[:DETAILS_FROM], _details(record))
+
+
+def _details(r: BeneficiaryRecord) -> str:
+    return (
+        f"{r.national_id or ''}\x1f{r.full_name}\x1f{r.birth_date or ''}\x1f{r.sex}\x1f"
+        f"{r.msisdn or ''}\x1f{r.bank_bin or ''}\x1f{r.account_number or ''}\x1f"
+        f"{r.pay_point or ''}\x1f{r.proxy_name or ''}\x1f{r.proxy_national_id or ''}\x1f"
+        f"{r.proxy_relation or ''}\x1f{r.mandate_valid_until or ''}\x1f{r.home_delivery}"
     )
-    return (*r[:DETAILS_FROM], details)
 
 
 def _unpack(row: tuple[Any, ...]) -> BeneficiaryRecord:
+    """The record of a plaintext row (:func:`_pack`'s, or one written before the national id
+    moved into the details: 12 fields, the national id in its own column)."""
+    fields = row[DETAILS_FROM].split(_SEPARATOR)
+    national_id = (fields.pop(0) or None) if len(fields) == 13 else row[1]
     (
         full_name,
         birth_date,
@@ -66,10 +103,12 @@ def _unpack(row: tuple[Any, ...]) -> BeneficiaryRecord:
         proxy_relation,
         mandate_valid_until,
         home_delivery,
-    ) = row[DETAILS_FROM].split(_SEPARATOR)
+    ) = fields
     return BeneficiaryRecord._make(
         (
-            *row[:DETAILS_FROM],
+            row[0],
+            national_id,
+            *row[2:DETAILS_FROM],
             full_name,
             birth_date or None,
             sex,
@@ -86,7 +125,50 @@ def _unpack(row: tuple[Any, ...]) -> BeneficiaryRecord:
     )
 
 
+def _pack_address(beneficiary_id: str, key: str) -> str:
+    """A financial address key (``ewallet:…``, ``bank:…:…``) packed as a beneficiary's details
+    are (so whatever protects ``details`` at rest protects it too)."""
+    kind, _, rest = key.partition(":")
+    msisdn = rest if kind == "ewallet" else None
+    bank_bin, _, account = rest.partition(":") if kind == "bank" else ("", "", "")
+    if not (msisdn or (bank_bin and account)):
+        raise StoreError(f"beneficiary {beneficiary_id}: not an account address ({kind})")
+    record = BeneficiaryRecord(
+        beneficiary_id, None, "", "", "", "", None, 0, None, None, "", kind, "", "", None, "",
+        msisdn, bank_bin or None, account or None, None, None, None, None, None, 0,
+    )  # fmt: skip
+    return str(_pack(record)[DETAILS_FROM])
+
+
+def _unpack_address(beneficiary_id: str, details: str) -> str:
+    """The address key :func:`_pack_address` packed."""
+    blank = (beneficiary_id, None, "", "", "", "", None, 0, None, None, "", "", "")
+    record = _unpack((*blank, details))
+    if record.msisdn:
+        return f"ewallet:{record.msisdn}"
+    return f"bank:{record.bank_bin}:{record.account_number}"
+
+
 _INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
+#: The beneficiary columns as stored: the national id column stays empty (it is sealed inside
+#: ``details``), then the blind indexes and the keyed digest of the details.
+_STORED_COLUMNS: Final = (
+    *_BENEFICIARY_COLUMNS,
+    "national_id_index",
+    "msisdn_index",
+    "account_index",
+    "digest",
+)
+_COMPARED: Final = tuple(
+    c
+    for c in _STORED_COLUMNS[1:]
+    if c not in {"national_id", "details"} and not c.endswith("_index")
+)
+#: The instruction columns as stored: address and payee_name stay empty, sealed together in
+#: ``payee`` (in the plaintext mode they are kept as they are and ``payee`` is NULL).
+_INSTRUCTION_STORED: Final = (*_INSTRUCTION_COLUMNS, "payee")
+_ADDRESS: Final = _INSTRUCTION_COLUMNS.index("address")
+_PAYEE_NAME: Final = _INSTRUCTION_COLUMNS.index("payee_name")
 _LINE_COLUMNS: Final = LineRecord._fields
 
 _CLAIMS_FROM_INSTRUCTIONS: Final = (
@@ -275,6 +357,169 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX settlements_by_cycle ON settlements (programme, period);
     """,
+    # 3: postal cash — flags raised on beneficiaries (re-verification after unclaimed months)
+    """
+    CREATE TABLE flags (
+        flag_id INTEGER PRIMARY KEY,
+        programme TEXT NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        raised_at TEXT NOT NULL,
+        detail TEXT,
+        cleared_at TEXT
+    );
+    -- one open flag of a kind per beneficiary
+    CREATE UNIQUE INDEX flags_open ON flags (programme, beneficiary_id, kind)
+        WHERE cleared_at IS NULL;
+    """,
+    # 4: enrolment campaigns — campaigns, their targets and attempts, and the mandate updates
+    # they schedule (a beneficiary's switch to the new account from a benefit month on)
+    """
+    CREATE TABLE campaigns (
+        name TEXT PRIMARY KEY,
+        programme TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        target_channel TEXT NOT NULL,
+        communes TEXT NOT NULL,
+        districts TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT
+    ) WITHOUT ROWID;
+
+    CREATE TABLE campaign_targets (
+        campaign TEXT NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        province_code TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        commune_code TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        updated_at TEXT NOT NULL,
+        -- personal: the new account, packed and sealed like beneficiaries.details (bound to
+        -- campaign_targets|details|<beneficiary_id>), until it is scheduled
+        details BLOB,
+        PRIMARY KEY (campaign, beneficiary_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE enrolment_attempts (
+        seq INTEGER PRIMARY KEY,
+        campaign TEXT NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT,
+        source TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        provider_reference TEXT
+    );
+    CREATE INDEX enrolment_attempts_by_campaign ON enrolment_attempts (campaign);
+
+    CREATE TABLE mandate_updates (
+        campaign TEXT NOT NULL,
+        beneficiary_id TEXT NOT NULL,
+        programme TEXT NOT NULL,
+        from_period INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        -- personal: the new account, packed and sealed like beneficiaries.details (bound to
+        -- mandate_updates|details|<beneficiary_id>); NULL once applied
+        details BLOB,
+        state TEXT NOT NULL,
+        scheduled_at TEXT NOT NULL,
+        applied_at TEXT,
+        applied_period INTEGER,
+        applied_version INTEGER,
+        PRIMARY KEY (campaign, beneficiary_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mandate_updates_by_state ON mandate_updates (programme, state);
+    """,
+    # 5: audit trail and signed approval — every event hash-chained (its ``hash``, and the
+    # ``content`` of the events that create or revise an instruction), the chain's head, the
+    # maker of a cycle, approvers' public keys, signed approvals with their manifest, and
+    # signed checkpoints of closed cycles (see sap_payments.audit and sap_payments.signing)
+    """
+    ALTER TABLE events ADD COLUMN content TEXT;
+    ALTER TABLE events ADD COLUMN hash BLOB;
+    ALTER TABLE cycles ADD COLUMN prepared_by TEXT;
+
+    -- the last sealed event: a row deleted from the end of the log is missed without it
+    CREATE TABLE chain_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL
+    );
+
+    CREATE TABLE approver_keys (
+        name TEXT PRIMARY KEY,
+        public_key BLOB NOT NULL,  -- raw Ed25519, 32 bytes
+        key_id TEXT NOT NULL UNIQUE,
+        added_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE approvals (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        approver TEXT NOT NULL,
+        key_id TEXT,               -- NULL: approved without a signature (no approver keys)
+        signature BLOB,
+        manifest_sha256 TEXT NOT NULL,
+        instructions INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        signed_at TEXT NOT NULL,
+        PRIMARY KEY (programme, period)
+    ) WITHOUT ROWID;
+
+    -- the manifest an approval signed, one row an instruction (no address, no name)
+    CREATE TABLE approval_entries (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        instruction_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        PRIMARY KEY (programme, period, instruction_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE checkpoints (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        head TEXT NOT NULL,
+        signed_at TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        public_key BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (programme, period)
+    ) WITHOUT ROWID;
+    """,
+    # 6: personal data at rest (crypto.py) — the details sealed (AES-256-GCM; the national id
+    # moves into them), keyed blind indexes for lookups, a keyed digest for change detection,
+    # instructions' address and payee name sealed together in ``payee``, erasure
+    """
+    ALTER TABLE beneficiaries ADD COLUMN national_id_index BLOB;
+    ALTER TABLE beneficiaries ADD COLUMN msisdn_index BLOB;
+    ALTER TABLE beneficiaries ADD COLUMN account_index BLOB;
+    ALTER TABLE beneficiaries ADD COLUMN digest BLOB;
+    ALTER TABLE beneficiaries ADD COLUMN erased_at TEXT;
+    DROP INDEX beneficiaries_by_national_id;
+    CREATE INDEX beneficiaries_by_national_id_index
+        ON beneficiaries (national_id_index) WHERE national_id_index IS NOT NULL;
+    -- history keeps the old version's sealed details as they were (a BLOB; JSON holds none)
+    ALTER TABLE beneficiary_history ADD COLUMN details BLOB;
+    DROP TRIGGER beneficiaries_history;
+    CREATE TRIGGER beneficiaries_history BEFORE UPDATE ON beneficiaries
+    WHEN old.seen_in != new.seen_in AND old.version != new.version BEGIN
+        INSERT INTO beneficiary_history (beneficiary_id, version, replaced_by_import, record,
+            details) VALUES (old.beneficiary_id, old.version, new.seen_in,
+            json_array(@OLD_KEY_COLUMNS@, NULL), old.details);
+    END;
+    ALTER TABLE instructions ADD COLUMN payee BLOB;
+    -- mode ('aes-256-gcm' | 'plaintext'), index_check, key:<id> → a fingerprint of each key
+    CREATE TABLE encryption (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -283,6 +528,9 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 def _statements(script: str) -> Iterator[str]:
     """The statements of a migration script, one at a time (triggers hold ";" inside)."""
     script = script.replace("@OLD_COLUMNS@", ", ".join(f"old.{c}" for c in _BENEFICIARY_COLUMNS))
+    script = script.replace(
+        "@OLD_KEY_COLUMNS@", ", ".join(f"old.{c}" for c in _BENEFICIARY_COLUMNS[:-1])
+    )
     buffer = ""
     for line in script.splitlines(keepends=True):
         buffer += line
@@ -294,8 +542,9 @@ def _statements(script: str) -> Iterator[str]:
 
 
 def _differs(new: str, old: str) -> str:
-    """SQL: the row ``new`` differs from ``old`` in some roster column (NULL-safe)."""
-    return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _BENEFICIARY_COLUMNS[1:]) + ")"
+    """SQL: the row ``new`` differs from ``old`` in some roster column (NULL-safe); the sealed
+    details differ at every sealing, so their keyed digest is compared instead."""
+    return "(" + " OR ".join(f"{new}.{c} IS NOT {old}.{c}" for c in _COMPARED) + ")"
 
 
 #: States that release an instruction's claims (its months are due again).
@@ -312,12 +561,12 @@ def _placeholders(count: int) -> str:
 def _upsert_sql(import_id: int, table: str | None = None) -> str:
     """INSERT … ON CONFLICT of roster rows: bound values (columns, line, programme), or the
     rows of a staging ``table`` in line order (the programme bound)."""
-    columns = ", ".join(_BENEFICIARY_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in _BENEFICIARY_COLUMNS[1:])
+    columns = ", ".join(_STORED_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _STORED_COLUMNS[1:])
     differs = _differs("excluded", "beneficiaries")
     marks = f"1, {import_id}, {import_id}, {import_id}"
     if table is None:
-        source = f"VALUES ({_placeholders(len(_BENEFICIARY_COLUMNS) + 2)}, {marks})"
+        source = f"VALUES ({_placeholders(len(_STORED_COLUMNS) + 2)}, {marks})"
     else:  # "WHERE true" keeps SQLite from reading ON CONFLICT as a join's ON
         source = f"SELECT {columns}, line, ?, {marks} FROM {table} WHERE true ORDER BY rowid"
     return (
@@ -331,18 +580,92 @@ def _upsert_sql(import_id: int, table: str | None = None) -> str:
     )
 
 
-def write_staging(path: Path, rows: Iterable[tuple[int, BeneficiaryRecord]]) -> int:
-    """Write checked roster rows to a throw-away SQLite file, for a parallel import."""
+def _seal_row(cipher: Cipher, record: BeneficiaryRecord) -> tuple[object, ...]:
+    """The row as stored (:data:`_STORED_COLUMNS`): the details sealed under the active key and
+    bound to the record, the national id column empty, the blind indexes and the digest."""
+    r = record
+    details = _details(r)
+    ident = r[0]
+    index = cipher.index_bytes
+    national_id, msisdn, account = r.national_id, r.msisdn, r.account_number
+    return (
+        ident,
+        None,
+        *r[2:DETAILS_FROM],
+        cipher.seal(b"beneficiaries|details|" + ident.encode(), details),
+        index("national_id", national_id) if national_id else None,
+        index("msisdn", msisdn) if msisdn else None,
+        index("account", f"{r.bank_bin}:{account}") if account else None,
+        cipher.digest(details),
+    )
+
+
+def _open_row(cipher: Cipher, row: Sequence[Any]) -> BeneficiaryRecord:
+    """The record of a stored row (:data:`_BENEFICIARY_COLUMNS`), its details opened."""
+    details = row[DETAILS_FROM]
+    if not isinstance(details, str):
+        ident = row[0]
+        details = cipher.open(
+            b"beneficiaries|details|" + ident.encode(), details, ("beneficiaries", "details", ident)
+        )
+    return _unpack((*row[:DETAILS_FROM], details))
+
+
+def _history_row(record: str, details: bytes | str | None) -> list[Any]:
+    """A history version's row: the JSON of its key columns, its details apart (a version
+    saved before encryption keeps its plaintext details in the JSON)."""
+    row: list[Any] = json.loads(record)
+    if details is not None:
+        row[DETAILS_FROM] = details
+    return row
+
+
+def _erased_details(record: BeneficiaryRecord) -> str:
+    """The details of an erased beneficiary: ``[erased]`` wherever a personal detail was;
+    the channel's structure (a wallet, an account at a bank BIN, a pay point) stays."""
+    r = record
+    erased = r._replace(
+        national_id=None,
+        full_name=ERASED,
+        birth_date=None,
+        sex="",
+        msisdn=ERASED if r.msisdn else None,
+        account_number=ERASED if r.account_number else None,
+        proxy_name=ERASED if r.proxy_name else None,
+        proxy_national_id=None,
+        proxy_relation=None,
+        mandate_valid_until=None,
+    )
+    return str(_pack(erased)[DETAILS_FROM])
+
+
+def _erased_address(address: str) -> str:
+    """An address key with its personal part replaced (``ewallet:[erased]``,
+    ``bank:970415:[erased]``); a pay point is no one's personal data and stays."""
+    kind, _, rest = address.partition(":")
+    if kind == "ewallet":
+        return f"ewallet:{ERASED}"
+    if kind == "bank":
+        return f"bank:{rest.partition(':')[0]}:{ERASED}"
+    return address
+
+
+def write_staging(
+    path: Path, rows: Iterable[tuple[int, BeneficiaryRecord]], keyring: Keyring
+) -> int:
+    """Write checked roster rows, sealed as the ledger stores them, to a throw-away SQLite
+    file (in the store's private scratch directory), for a parallel import."""
+    cipher = Cipher(keyring)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("DROP TABLE IF EXISTS staging")
-        db.execute(f"CREATE TABLE staging ({', '.join(_BENEFICIARY_COLUMNS)}, line INTEGER)")
+        db.execute(f"CREATE TABLE staging ({', '.join(_STORED_COLUMNS)}, line INTEGER)")
         db.execute("BEGIN")
         cursor = db.executemany(
-            f"INSERT INTO staging VALUES ({_placeholders(len(_BENEFICIARY_COLUMNS) + 1)})",
-            ((*_pack(record), line) for line, record in rows),
+            f"INSERT INTO staging VALUES ({_placeholders(len(_STORED_COLUMNS) + 1)})",
+            ((*_seal_row(cipher, record), line) for line, record in rows),
         )
         db.execute("COMMIT")
         return cursor.rowcount
@@ -357,10 +680,23 @@ class SQLiteStore:
         path: the database file; created with the current schema when missing.
         durable: fsync on every commit (``synchronous=FULL``). Turn off only for throw-away
             databases in tests.
+        keyring: the keys personal data is sealed with (see :mod:`sap_payments.crypto`). When
+            not given: ``SAP_PAYMENTS_KEYRING``, else ``<path>.keyring``; a new ledger without
+            either gets a fresh keyring written there (mode 0600, with a warning to move it
+            off the machine). An encrypted ledger without its keyring raises
+            :class:`~sap_payments.crypto.KeyringNotFound`.
+
+    Raises:
+        KeyringError: the keyring is missing, unreadable, or not this ledger's.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durable: bool = True, readonly: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        readonly: bool = False,
+        keyring: Keyring | None = None,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
@@ -375,6 +711,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
         self._depth = 0
+        self._seal_floor = 0  # the last event seq when the current transaction began
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.scratch_paths: list[Path] = []
         db = self._db
@@ -383,7 +720,378 @@ class SQLiteStore:
         db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         # 128 MiB page cache for the writer; a read-only worker streams and needs little.
         db.execute(f"PRAGMA cache_size = {-65536 if readonly else -131072}")
-        self._migrate()
+        try:
+            self._migrate()
+            self._cipher = self._open_keyring(keyring)
+        except BaseException:
+            db.close()
+            raise
+        db.create_function("sap_key_id", 1, Cipher.key_id, deterministic=True)
+        if self._reseal_on_open and db.execute("SELECT 1 FROM beneficiaries LIMIT 1").fetchone():
+            log.warning("sealing the personal data of %s, stored in clear until now", self.path)
+            self.reencrypt()
+
+    # -- personal data at rest ------------------------------------------------------------
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring this ledger's personal data is sealed with."""
+        return self._cipher.keyring
+
+    def _open_keyring(self, keyring: Keyring | None) -> Cipher:
+        settings = dict(self._db.execute("SELECT name, value FROM encryption").fetchall())
+        mode = settings.get("mode")
+        memory = str(self.path) in {":memory:", ""}
+        default = default_keyring_path(self.path)
+        if keyring is None:
+            keyring = Keyring.from_env()
+        if keyring is None:
+            if memory:
+                keyring = Keyring.generate()
+            elif default.is_file():
+                keyring = Keyring.load(default)
+            elif mode == "plaintext":
+                keyring = Keyring.insecure_plaintext()
+            elif mode is None and not self.readonly:
+                keyring = Keyring.generate().save(default)
+                log.warning(
+                    "generated a keyring for the new ledger at %s: keep it off this machine "
+                    "(see docs/security.md); without it the ledger's personal data is lost",
+                    default,
+                )
+            else:
+                raise KeyringNotFound(str(self.path), f"no {KEYRING_ENV}, no {default}")
+        cipher = Cipher(keyring)
+        if mode == "aes-256-gcm" and keyring.plaintext:
+            raise KeyringMismatch(
+                f"the ledger {self.path} is encrypted: the plaintext mode cannot open it"
+            )
+        if mode == "aes-256-gcm" and settings.get("index_check") != cipher.index_check():
+            raise KeyringMismatch(
+                f"the keyring {keyring.path or '(given)'} is not the ledger {self.path}'s "
+                "(its index key differs)"
+            )
+        fresh: dict[str, str] = {}
+        for key_id in keyring.keys:
+            check = settings.get(f"key:{key_id}")
+            if check is None:
+                fresh[f"key:{key_id}"] = cipher.key_check(key_id)
+            elif check != cipher.key_check(key_id):
+                raise KeyringMismatch(
+                    f"key {key_id!r} of the keyring {keyring.path or '(given)'} is not the key "
+                    f"the ledger {self.path} knows by that id"
+                )
+        wanted = "plaintext" if keyring.plaintext else "aes-256-gcm"
+        if mode is None or (mode == "plaintext") != keyring.plaintext:
+            fresh["mode"] = wanted
+            fresh["index_check"] = cipher.index_check()
+        if fresh and not self.readonly:
+            with self._write():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO encryption (name, value) VALUES (?, ?)", fresh.items()
+                )
+        # a ledger written in clear (before encryption, or in the plaintext mode) now given a
+        # keyring: its personal data is sealed, and its blind indexes keyed, by :meth:`reencrypt`
+        # — at once, when this store is done opening
+        self._reseal_on_open = mode != wanted and wanted != "plaintext" and not self.readonly
+        return cipher
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def blind_index(self, purpose: str, value: str) -> str:
+        """A keyed fingerprint (HMAC-SHA256 under the keyring's index key, 32 hex digits) of
+        ``value`` for ``purpose`` (e.g. ``"address"``, ``"national_id"``): equal values give
+        equal fingerprints, and nothing about the value can be learnt without the key."""
+        return self._cipher.blind_index(purpose, value)
+
+    def seal_scratch(self, purpose: str, text: str) -> bytes | str:
+        """``text`` sealed for a scratch file (a worker's rows awaiting the parent)."""
+        return self._cipher.seal(b"scratch|" + purpose.encode(), text)
+
+    def open_scratch(self, purpose: str, value: bytes | str) -> str:
+        return self._cipher.open(b"scratch|" + purpose.encode(), value, ("scratch", purpose, "-"))
+
+    def seal_instructions(self, records: Iterable[InstructionRecord]) -> list[tuple[object, ...]]:
+        """Instruction rows as stored (:data:`_INSTRUCTION_STORED`): address and payee name
+        sealed together, bound to the instruction id."""
+        cipher = self._cipher
+        if cipher.plaintext:
+            return [(*r, None) for r in records]
+        seal = cipher.seal
+        return [
+            (
+                *r[:_ADDRESS],
+                "",
+                r[_ADDRESS + 1],
+                "",
+                *r[_PAYEE_NAME + 1 :],
+                seal(b"instructions|payee|" + r[0].encode(), f"{r[_ADDRESS]}\x1f{r[_PAYEE_NAME]}"),
+            )
+            for r in records
+        ]
+
+    def key_status(self) -> dict[str, dict[str, int]]:
+        """Sealed values by place (``table.column``) and key id: a key id, ``plaintext``
+        (written before encryption, or in the plaintext mode) or ``erased``."""
+        found: dict[str, dict[str, int]] = {}
+        for place, sql in (
+            ("beneficiaries.details", "SELECT sap_key_id(details), count(*) FROM beneficiaries "
+             "GROUP BY 1"),
+            ("beneficiary_history.details", "SELECT sap_key_id(coalesce(details, record)), "
+             "count(*) FROM beneficiary_history GROUP BY 1"),
+            ("instructions.payee", "SELECT sap_key_id(coalesce(payee, nullif(address, ''))), "
+             "count(*) FROM instructions GROUP BY 1"),
+            ("campaign_targets.details", "SELECT sap_key_id(details), count(*) "
+             "FROM campaign_targets GROUP BY 1"),
+            ("mandate_updates.details", "SELECT sap_key_id(details), count(*) "
+             "FROM mandate_updates GROUP BY 1"),
+        ):  # fmt: skip
+            counts = {str(k): int(n) for k, n in self._db.execute(sql) if k != "none"}
+            if counts:
+                found[place] = counts
+        return found
+
+    def reencrypt(
+        self, *, batch: int = 5000, after_batch: Callable[[int], None] | None = None
+    ) -> int:
+        """Seal again under the active key every value sealed under another key or stored in
+        plaintext, ``batch`` rows a transaction, so the ledger stays usable meanwhile (every
+        value names its key, and the keyring keeps the old keys until this is done). An
+        interrupted run is resumed by running it again. Returns the rows rewritten.
+
+        ``after_batch(rows so far)`` is called after each committed batch.
+        """
+        cipher = self._cipher
+        if cipher.plaintext:
+            raise KeyringError("the plaintext mode seals nothing: give a real keyring")
+        prefix = cipher.active_prefix
+        stale = (
+            "(typeof({c}) = 'text' OR (typeof({c}) = 'blob' AND substr({c}, 1, 1) != x'00' "
+            "AND substr({c}, 1, ?) != ?))"
+        )
+        done = 0
+        columns = ", ".join(_BENEFICIARY_COLUMNS)
+        # beneficiaries, by rowid
+        last = 0
+        while True:
+            with self.transaction():
+                rows = self._db.execute(
+                    f"SELECT rowid, {columns} FROM beneficiaries WHERE rowid > ? AND "
+                    f"({stale.format(c='details')} OR national_id IS NOT NULL) "
+                    "ORDER BY rowid LIMIT ?",
+                    (last, len(prefix), prefix, batch),
+                ).fetchall()
+                if not rows:
+                    break
+                self._db.executemany(
+                    "UPDATE beneficiaries SET national_id = NULL, details = ?, "
+                    "national_id_index = ?, msisdn_index = ?, account_index = ?, digest = ? "
+                    "WHERE rowid = ?",
+                    (
+                        (*_seal_row(cipher, _open_row(cipher, row[1:]))[DETAILS_FROM:], row[0])
+                        for row in rows
+                    ),
+                )
+                last = rows[-1][0]
+                done += len(rows)
+            if after_batch is not None:
+                after_batch(done)
+        # history, by its key
+        key: tuple[str, int] = ("", -1)
+        while True:
+            with self.transaction():
+                rows = self._db.execute(
+                    "SELECT beneficiary_id, version, record, details FROM beneficiary_history "
+                    "WHERE (beneficiary_id, version) > (?, ?) AND (details IS NULL OR "
+                    f"{stale.format(c='details')}) ORDER BY beneficiary_id, version LIMIT ?",
+                    (*key, len(prefix), prefix, batch),
+                ).fetchall()
+                if not rows:
+                    break
+                updates = []
+                for ident, version, record, details in rows:
+                    sealed = _seal_row(cipher, _open_row(cipher, _history_row(record, details)))
+                    updates.append(
+                        (
+                            json.dumps([*sealed[:DETAILS_FROM], None], ensure_ascii=False),
+                            sealed[DETAILS_FROM],
+                            ident,
+                            version,
+                        )
+                    )
+                self._db.executemany(
+                    "UPDATE beneficiary_history SET record = ?, details = ? "
+                    "WHERE beneficiary_id = ? AND version = ?",
+                    updates,
+                )
+                key = (rows[-1][0], rows[-1][1])
+                done += len(rows)
+            if after_batch is not None:
+                after_batch(done)
+        # a campaign's new accounts awaiting their switch, by their key
+        for table in ("campaign_targets", "mandate_updates"):
+            pair: tuple[str, str] = ("", "")
+            while True:
+                with self.transaction():
+                    rows = self._db.execute(
+                        f"SELECT campaign, beneficiary_id, details FROM {table} "
+                        "WHERE (campaign, beneficiary_id) > (?, ?) AND details IS NOT NULL "
+                        f"AND {stale.format(c='details')} ORDER BY campaign, beneficiary_id "
+                        "LIMIT ?",
+                        (*pair, len(prefix), prefix, batch),
+                    ).fetchall()
+                    if not rows:
+                        break
+                    resealed = []
+                    for campaign, ident, details in rows:
+                        aad = f"{table}|details|{ident}".encode()
+                        text = cipher.open(aad, details, (table, "details", ident))
+                        resealed.append((cipher.seal(aad, text), campaign, ident))
+                    self._db.executemany(
+                        f"UPDATE {table} SET details = ? WHERE campaign = ? AND beneficiary_id = ?",
+                        resealed,
+                    )
+                    pair = (rows[-1][0], rows[-1][1])
+                    done += len(rows)
+                if after_batch is not None:
+                    after_batch(done)
+        # instructions, by rowid
+        last = 0
+        stored = ", ".join(_INSTRUCTION_STORED)
+        while True:
+            with self.transaction():
+                rows = self._db.execute(
+                    f"SELECT rowid, {stored} FROM instructions WHERE rowid > ? AND "
+                    f"((payee IS NULL AND address != '') OR {stale.format(c='payee')}) "
+                    "ORDER BY rowid LIMIT ?",
+                    (last, len(prefix), prefix, batch),
+                ).fetchall()
+                if not rows:
+                    break
+                self._db.executemany(
+                    "UPDATE instructions SET address = ?, payee_name = ?, payee = ? "
+                    "WHERE rowid = ?",
+                    (
+                        (sealed[_ADDRESS], sealed[_PAYEE_NAME], sealed[-1], row[0])
+                        for row in rows
+                        for sealed in self.seal_instructions([self._instruction(row[1:])])
+                    ),
+                )
+                last = rows[-1][0]
+                done += len(rows)
+            if after_batch is not None:
+                after_batch(done)
+        return done
+
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Seal with ``keyring`` from now on (after checking it is this ledger's)."""
+        self._cipher = self._open_keyring(keyring)
+
+    def erasable(self, programme: str, closed_before: int) -> list[str]:
+        """Beneficiaries of the programme whose entitlement ended before month
+        ``closed_before`` (an ordinal), not yet erased."""
+        return [
+            str(ident)
+            for (ident,) in self._db.execute(
+                "SELECT beneficiary_id FROM beneficiaries WHERE programme = ? "
+                "AND last_period IS NOT NULL AND last_period < ? AND erased_at IS NULL "
+                "ORDER BY beneficiary_id",
+                (programme, closed_before),
+            )
+        ]
+
+    def erase_beneficiaries(
+        self, beneficiary_ids: Sequence[str], at: str, actor: str | None = None
+    ) -> int:
+        """Replace the personal data of beneficiaries — their details, every earlier version's,
+        their instructions' address and payee name — by erasure markers reading ``[erased]``;
+        ids, amounts, states and events stay. Deleted content is overwritten on disk
+        (``secure_delete``). Returns how many were erased."""
+        db = self._db
+        erased = 0
+        db.execute("PRAGMA secure_delete = ON")
+        try:
+            with self.transaction():
+                for ident in beneficiary_ids:
+                    record = self.beneficiary(ident)
+                    if record is None:
+                        continue
+                    db.execute(
+                        "UPDATE beneficiaries SET national_id = NULL, details = ?, "
+                        "national_id_index = NULL, msisdn_index = NULL, account_index = NULL, "
+                        "digest = 'erased', erased_at = ? WHERE beneficiary_id = ?",
+                        (Cipher.erased(_erased_details(record)), at, ident),
+                    )
+                    for version, old in self.beneficiary_history(ident):
+                        db.execute(
+                            "UPDATE beneficiary_history SET record = ?, details = ? "
+                            "WHERE beneficiary_id = ? AND version = ?",
+                            (
+                                json.dumps([ident, None, *old[2:DETAILS_FROM], None]),
+                                Cipher.erased(_erased_details(old)),
+                                ident,
+                                version,
+                            ),
+                        )
+                    for row in db.execute(
+                        f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
+                        "WHERE beneficiary_id = ?",
+                        (ident,),
+                    ).fetchall():
+                        instruction = self._instruction(row)
+                        db.execute(
+                            "UPDATE instructions SET address = '', payee_name = '', payee = ? "
+                            "WHERE instruction_id = ?",
+                            (
+                                Cipher.erased(
+                                    f"{_erased_address(instruction.address)}\x1f{ERASED}"
+                                ),
+                                instruction.instruction_id,
+                            ),
+                        )
+                    for table in ("campaign_targets", "mandate_updates"):  # a pending account
+                        db.execute(
+                            f"UPDATE {table} SET details = NULL WHERE beneficiary_id = ?", (ident,)
+                        )
+                    erased += 1
+                self.append_events(
+                    EventRecord(
+                        at=at,
+                        kind="beneficiary.erased",
+                        instruction_id=None,
+                        from_state=None,
+                        to_state=None,
+                        actor=actor,
+                        detail=f"beneficiary {ident}: personal data erased",
+                    )
+                    for ident in beneficiary_ids
+                )
+        finally:
+            db.execute("PRAGMA secure_delete = OFF")
+        if not self.readonly:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return erased
+
+    def _instruction(self, row: Sequence[Any]) -> InstructionRecord:
+        """The record of a stored instruction row, its address and payee name opened."""
+        payee = row[-1]
+        if payee is None:
+            return InstructionRecord._make(row[:-1])
+        ident = row[0]
+        text = self._cipher.open(
+            b"instructions|payee|" + ident.encode(), payee, ("instructions", "payee", ident)
+        )
+        address, _, name = text.partition("\x1f")
+        return InstructionRecord._make(
+            (*row[:_ADDRESS], address, row[_ADDRESS + 1], name, *row[_PAYEE_NAME + 1 : -1])
+        )
 
     # -- plumbing -------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -423,12 +1131,14 @@ class SQLiteStore:
         self._db.execute("BEGIN")
         try:
             self._db.execute("UPDATE main.imports SET kind = kind WHERE 0")
+            self._seal_floor = self._last_event_seq()
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._depth = 1
         try:
             yield
+            self._seal_events()  # the audit trail: chain what this transaction recorded
         except BaseException:
             self._depth = 0
             self._db.execute("ROLLBACK")
@@ -469,7 +1179,7 @@ class SQLiteStore:
         (before,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
         self._db.executemany(
             _upsert_sql(import_id),
-            ((*_pack(record), line, programme) for line, record in rows),
+            ((*_seal_row(self._cipher, record), line, programme) for line, record in rows),
         )
         (after,) = self._db.execute("SELECT count(*) FROM beneficiaries").fetchone()
         return int(after - before)
@@ -492,14 +1202,14 @@ class SQLiteStore:
         shared = [
             national_id
             for (national_id,) in db.execute(
-                "SELECT national_id FROM beneficiaries WHERE national_id IS NOT NULL "
-                "GROUP BY national_id HAVING count(*) > 1"
+                "SELECT national_id_index FROM beneficiaries WHERE national_id_index IS NOT NULL "
+                "GROUP BY national_id_index HAVING count(*) > 1"
             )
         ]
         for national_id in shared:
             holders = db.execute(
                 "SELECT beneficiary_id, seen_in = ?, line FROM beneficiaries "
-                "WHERE national_id = ? ORDER BY seen_in = ?, line",
+                "WHERE national_id_index = ? ORDER BY seen_in = ?, line",
                 (import_id, national_id, import_id),
             ).fetchall()
             first_id, first_listed, first_line = holders[0]
@@ -582,7 +1292,7 @@ class SQLiteStore:
             f"SELECT {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries WHERE beneficiary_id = ?",
             (beneficiary_id,),
         ).fetchone()
-        return _unpack(row) if row else None
+        return _open_row(self._cipher, row) if row else None
 
     def beneficiaries(
         self, programme: str, start: str | None = None, stop: str | None = None
@@ -592,9 +1302,10 @@ class SQLiteStore:
             f"WHERE programme = ? AND {_RANGE} ORDER BY beneficiary_id",
             (programme, start, start, stop, stop),
         )
+        cipher = self._cipher
         while batch := cursor.fetchmany(4096):
             for row in batch:
-                yield _unpack(row)
+                yield _open_row(cipher, row)
 
     def beneficiaries_by_area(self, programme: str, period: int) -> list[tuple[str, str, str, int]]:
         return [
@@ -609,10 +1320,10 @@ class SQLiteStore:
 
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
         return [
-            (version, _unpack(json.loads(record)))
-            for version, record in self._db.execute(
-                "SELECT version, record FROM beneficiary_history WHERE beneficiary_id = ? "
-                "ORDER BY version",
+            (version, _open_row(self._cipher, _history_row(record, details)))
+            for version, record, details in self._db.execute(
+                "SELECT version, record, details FROM beneficiary_history "
+                "WHERE beneficiary_id = ? ORDER BY version",
                 (beneficiary_id,),
             )
         ]
@@ -670,11 +1381,11 @@ class SQLiteStore:
         stop: str | None = None,
     ) -> Iterator[tuple[InstructionRecord, list[LineRecord]]]:
         cursor = self._db.execute(
-            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+            f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
             f"WHERE programme = ? AND period = ? AND {_RANGE} ORDER BY beneficiary_id, seq",
             (programme, period, start, start, stop, stop),
         )
-        make = InstructionRecord._make
+        make = self._instruction
         if not with_lines:
             while batch := cursor.fetchmany(4096):
                 for row in batch:
@@ -694,18 +1405,18 @@ class SQLiteStore:
 
     def instruction(self, instruction_id: str) -> InstructionRecord | None:
         row = self._db.execute(
-            f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions WHERE instruction_id = ?",
+            f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions WHERE instruction_id = ?",
             (instruction_id,),
         ).fetchone()
-        return InstructionRecord._make(row) if row else None
+        return self._instruction(row) if row else None
 
     def beneficiary_instructions(
         self, programme: str, beneficiary_id: str
     ) -> list[InstructionRecord]:
         return [
-            InstructionRecord._make(row)
+            self._instruction(row)
             for row in self._db.execute(
-                f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+                f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
                 "WHERE programme = ? AND beneficiary_id = ? ORDER BY period, seq",
                 (programme, beneficiary_id),
             )
@@ -716,21 +1427,34 @@ class SQLiteStore:
             return
         watermark = self._watermark()
         self._db.executemany(
-            f"INSERT INTO instructions ({', '.join(_INSTRUCTION_COLUMNS)}) "
-            f"VALUES ({_placeholders(len(_INSTRUCTION_COLUMNS))})",
-            instructions,
+            f"INSERT INTO instructions ({', '.join(_INSTRUCTION_STORED)}) "
+            f"VALUES ({_placeholders(len(_INSTRUCTION_STORED))})",
+            self.seal_instructions(instructions),
         )
-        self._derive(watermark, at)
+        fingerprint = address_fingerprinter(self)
+        self._derive(
+            watermark,
+            at,
+            ((r.instruction_id, instruction_content(r, fingerprint)) for r in instructions),
+        )
 
     def insert_instructions_from(self, table: str, at: str) -> int:
-        """:meth:`insert_instructions` from a scratch table of instruction rows."""
+        """:meth:`insert_instructions` from a scratch table of stored instruction rows
+        (:meth:`seal_instructions`)."""
         watermark = self._watermark()
-        columns = ", ".join(_INSTRUCTION_COLUMNS)
+        columns = ", ".join(_INSTRUCTION_STORED)
         cursor = self._db.execute(
             f"INSERT INTO instructions ({columns}) SELECT {columns} FROM {table} ORDER BY rowid"
         )
-        self._derive(watermark, at)
+        self._derive(watermark, at, self._scratch_contents(table))
         return cursor.rowcount
+
+    def _scratch_contents(self, table: str) -> Iterator[tuple[str, str]]:
+        """(instruction id, content) of a scratch table's rows: the worker that wrote them
+        computed each one's audit-trail content (no address to open here)."""
+        cursor = self._db.execute(f"SELECT instruction_id, content FROM {table} ORDER BY rowid")
+        while batch := cursor.fetchmany(4096):
+            yield from batch
 
     def _watermark(self) -> int:
         (watermark,) = self._db.execute(
@@ -738,16 +1462,18 @@ class SQLiteStore:
         ).fetchone()
         return int(watermark)
 
-    def _derive(self, watermark: int, at: str) -> None:
-        """Lines and events of the instructions past ``watermark``, derived set-wise from the
-        rows just written: no second round of parameter binding per row."""
+    def _derive(self, watermark: int, at: str, contents: Iterable[tuple[str, str]]) -> None:
+        """Lines and events of the instructions past ``watermark``; ``contents``: (id, audit
+        content) of each, in order.
+
+        The claims and the held events are derived set-wise from the rows just written; the
+        created events carry each instruction's content (amount, payee, address fingerprint)
+        for the audit trail, so they are built here, already chained."""
         db = self._db
         db.execute(_CLAIMS_FROM_INSTRUCTIONS + " WHERE i.rowid > ?", (watermark,))
-        db.execute(
-            "INSERT INTO events (at, kind, instruction_id, from_state, to_state) "
-            "SELECT ?, 'instruction.created', instruction_id, NULL, 'CREATED' FROM instructions "
-            "WHERE rowid > ? ORDER BY rowid",
-            (at, watermark),
+        self._append_sealed(
+            (at, "instruction.created", ident, None, "CREATED", None, None, content)
+            for ident, content in contents
         )
         db.execute(
             "INSERT INTO events (at, kind, instruction_id, from_state, to_state, detail) "
@@ -789,10 +1515,10 @@ class SQLiteStore:
             "DELETE FROM claims WHERE programme = ? AND beneficiary_id = ? AND instruction_id = ?",
             (instruction.programme, instruction.beneficiary_id, instruction.instruction_id),
         )
-        updates = ", ".join(f"{c} = ?" for c in _INSTRUCTION_COLUMNS)
+        updates = ", ".join(f"{c} = ?" for c in _INSTRUCTION_STORED)
         db.execute(
             f"UPDATE instructions SET {updates} WHERE instruction_id = ?",
-            (*instruction, instruction.instruction_id),
+            (*self.seal_instructions([instruction])[0], instruction.instruction_id),
         )
         db.execute(
             _CLAIMS_FROM_INSTRUCTIONS + " WHERE i.instruction_id = ?", (instruction.instruction_id,)
@@ -824,6 +1550,11 @@ class SQLiteStore:
         *,
         release_lines: bool,
     ) -> int:
+        if not self._depth:  # in a transaction, so that its events are sealed
+            with self.transaction():
+                return self.bulk_transition(
+                    programme, period, from_state, to_state, event, release_lines=release_lines
+                )
         db = self._db
         db.execute(
             "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
@@ -860,11 +1591,12 @@ class SQLiteStore:
         return cursor.rowcount
 
     def append_events(self, events: Iterable[EventRecord]) -> None:
-        self._db.executemany(
-            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            events,
-        )
+        with self.transaction():  # sealed into the audit trail when it commits
+            self._db.executemany(
+                "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, "
+                "detail, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                events,
+            )
 
     # -- dispatch ---------------------------------------------------------------------------
     def instructions_in_states(
@@ -872,13 +1604,21 @@ class SQLiteStore:
     ) -> list[InstructionRecord]:
         marks = _placeholders(len(states))
         return [
-            InstructionRecord._make(row)
+            self._instruction(row)
             for row in self._db.execute(
-                f"SELECT {', '.join(_INSTRUCTION_COLUMNS)} FROM instructions "
+                f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
                 f"WHERE programme = ? AND period = ? AND state IN ({marks})",
                 (programme, period, *states),
             )
         ]
+
+    def instruction_states(self, programme: str, period: int) -> Iterator[tuple[str, str]]:
+        cursor = self._db.execute(
+            "SELECT beneficiary_id, state FROM instructions WHERE programme = ? AND period = ?",
+            (programme, period),
+        )
+        while batch := cursor.fetchmany(4096):
+            yield from batch
 
     def instruction_ids_in_state(
         self, programme: str, period: int, state: str
@@ -894,8 +1634,8 @@ class SQLiteStore:
 
     def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]:
         found: list[InstructionRecord] = []
-        make = InstructionRecord._make
-        columns = ", ".join(_INSTRUCTION_COLUMNS)
+        make = self._instruction
+        columns = ", ".join(_INSTRUCTION_STORED)
         for start in range(0, len(instruction_ids), 999):
             chunk = instruction_ids[start : start + 999]
             cursor = self._db.execute(
@@ -932,6 +1672,10 @@ class SQLiteStore:
     def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
         if not moves:
             return
+        if not self._depth:  # in a transaction, so that its events are sealed
+            with self.transaction():
+                self.apply_moves(moves, at, actor)
+            return
         db = self._db
         # Moves that set nothing but the state go set-wise, a statement for each state and up
         # to 500 instructions; those with a reason or reference one row at a time.
@@ -963,13 +1707,9 @@ class SQLiteStore:
                 " WHERE instruction_id = ?)",
                 released,
             )
-        db.executemany(
-            "INSERT INTO events (at, kind, instruction_id, from_state, to_state, actor, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (at, m.kind, m.instruction_id, m.from_state, m.to_state, actor, m.detail)
-                for m in moves
-            ),
+        self._append_sealed(
+            (at, m.kind, m.instruction_id, m.from_state, m.to_state, actor, m.detail, None)
+            for m in moves
         )
 
     def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:
@@ -990,13 +1730,16 @@ class SQLiteStore:
         stop: str | None = None,
     ) -> Iterator[tuple[str, str]]:
         cursor = self._db.execute(
-            "SELECT beneficiary_id, address FROM instructions "
+            f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
             f"WHERE programme = ? AND state = 'FAILED' AND {_RANGE} "
             f"AND reason IN ({_placeholders(len(reasons))}) ORDER BY beneficiary_id",
             (programme, start, start, stop, stop, *reasons),
         )
+        make = self._instruction
         while batch := cursor.fetchmany(4096):
-            yield from batch
+            for row in batch:
+                record = make(row)
+                yield record.beneficiary_id, record.address
 
     def freeze_settlement(self, programme: str, period: int, at: str) -> None:
         self._db.execute(
@@ -1033,7 +1776,7 @@ class SQLiteStore:
         ]
 
     def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]:
-        columns = "seq, at, kind, instruction_id, from_state, to_state, actor, detail"
+        columns = "seq, at, kind, instruction_id, from_state, to_state, actor, detail, content"
         if instruction_id is None:
             cursor = self._db.execute(f"SELECT {columns} FROM events ORDER BY seq")
         else:
@@ -1043,6 +1786,441 @@ class SQLiteStore:
             )
         for seq, *rest in cursor:
             yield seq, EventRecord(*rest)
+
+    # -- audit trail and signed approval ------------------------------------------------------
+    def _last_event_seq(self) -> int:
+        (last,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(last)
+
+    def chain_head(self) -> tuple[int, bytes] | None:
+        row = self._db.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def _seal_events(self) -> tuple[int, bytes]:
+        """Chain the events this transaction recorded, in seq order, and move the head.
+
+        Rows past the head that were already there when the transaction began were not
+        written by sap_payments: they stay unsealed, for ``audit verify`` to report, and the
+        chain goes on from the head over them. A ledger never sealed (one just migrated) is
+        sealed from its first event. Returns the new head."""
+        db = self._db
+        head = self.chain_head()
+        if head is None:
+            seq, digest, after = 0, GENESIS, 0
+        else:
+            seq, digest = head
+            after = max(seq, self._seal_floor)
+        select = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        while rows := db.execute(select, (after, 20_000)).fetchall():
+            updates = []
+            for row in rows:
+                digest = event_hash(digest, row)
+                updates.append((digest, row[0]))
+            db.executemany("UPDATE events SET hash = ? WHERE seq = ?", updates)
+            after = seq = int(rows[-1][0])
+        if head is None or seq != head[0]:
+            db.execute(
+                "INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, digest)
+            )
+        return seq, digest
+
+    def _append_sealed(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Insert events (``at`` … ``content``) already chained: their hashes are computed
+        here, before the insert, not read back and updated."""
+        _, digest = self._seal_events()
+        seq = first = self._last_event_seq()
+        insert = (
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, hash) "
+            f"VALUES ({_placeholders(len(EVENT_COLUMNS) + 1)})"
+        )
+        chunk: list[tuple[object, ...]] = []
+        for row in rows:
+            seq += 1
+            full = (seq, *row)
+            digest = event_hash(digest, full)
+            chunk.append((*full, digest))
+            if len(chunk) == 5000:
+                self._db.executemany(insert, chunk)
+                chunk.clear()
+        if chunk:
+            self._db.executemany(insert, chunk)
+        if seq != first:
+            self._db.execute(
+                "INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)", (seq, digest)
+            )
+
+    def chained_events(self) -> Iterator[tuple[int, EventRecord, bytes | None]]:
+        cursor = self._db.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)}, hash FROM events ORDER BY seq"
+        )
+        while batch := cursor.fetchmany(4096):
+            for seq, *rest, digest in batch:
+                yield seq, EventRecord(*rest), None if digest is None else bytes(digest)
+
+    def programmes(self) -> list[str]:
+        return [
+            str(name)
+            for (name,) in self._db.execute("SELECT DISTINCT programme FROM cycles ORDER BY 1")
+        ]
+
+    def add_approver_key(self, key: ApproverKey) -> None:
+        self._db.execute(
+            "INSERT INTO approver_keys (name, public_key, key_id, added_at) VALUES (?, ?, ?, ?)",
+            key,
+        )
+
+    def approver_keys(self) -> list[ApproverKey]:
+        return [
+            ApproverKey(str(name), bytes(public), str(key_id), str(added))
+            for name, public, key_id, added in self._db.execute(
+                "SELECT name, public_key, key_id, added_at FROM approver_keys ORDER BY name"
+            )
+        ]
+
+    def save_approval_entries(
+        self, programme: str, period: int, entries: Iterable[ApprovalEntry]
+    ) -> None:
+        db = self._db
+        db.execute(
+            "DELETE FROM approval_entries WHERE programme = ? AND period = ?", (programme, period)
+        )
+        db.executemany(
+            "INSERT INTO approval_entries (programme, period, instruction_id, fingerprint, "
+            "amount, currency, provider) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((programme, period, *entry) for entry in entries),
+        )
+
+    def _save_cycle_record(self, table: str, record: tuple[object, ...]) -> None:
+        """Insert or replace a row keyed by (programme, period) from a NamedTuple record."""
+        fields: tuple[str, ...] = record._fields  # type: ignore[attr-defined]
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(fields)}) "
+            f"VALUES ({_placeholders(len(fields))})",
+            record,
+        )
+
+    def _cycle_row(
+        self, table: str, fields: Sequence[str], programme: str, period: int
+    ) -> tuple[Any, ...] | None:
+        """The row of ``table`` for a cycle, or None."""
+        row: tuple[Any, ...] | None = self._db.execute(
+            f"SELECT {', '.join(fields)} FROM {table} WHERE programme = ? AND period = ?",
+            (programme, period),
+        ).fetchone()
+        return row
+
+    def save_approval(self, approval: ApprovalRecord) -> None:
+        self._save_cycle_record("approvals", approval)
+
+    def approval(self, programme: str, period: int) -> ApprovalRecord | None:
+        row = self._cycle_row("approvals", ApprovalRecord._fields, programme, period)
+        if row is None:
+            return None
+        record = ApprovalRecord._make(row)
+        signature = record.signature
+        return record._replace(signature=None if signature is None else bytes(signature))
+
+    def approval_entries(
+        self, programme: str, period: int, instruction_ids: Sequence[str] | None = None
+    ) -> Iterator[ApprovalEntry]:
+        columns = ", ".join(ApprovalEntry._fields)
+        make = ApprovalEntry._make
+        if instruction_ids is None:
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM approval_entries WHERE programme = ? AND period = ? "
+                "ORDER BY instruction_id",
+                (programme, period),
+            )
+            while batch := cursor.fetchmany(4096):
+                yield from map(make, batch)
+            return
+        found: list[ApprovalEntry] = []
+        for start in range(0, len(instruction_ids), 999):
+            chunk = instruction_ids[start : start + 999]
+            found.extend(
+                map(
+                    make,
+                    self._db.execute(
+                        f"SELECT {columns} FROM approval_entries WHERE programme = ? "
+                        f"AND period = ? AND instruction_id IN ({_placeholders(len(chunk))})",
+                        (programme, period, *chunk),
+                    ),
+                )
+            )
+        yield from sorted(found)
+
+    def save_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        self._save_cycle_record("checkpoints", checkpoint)
+
+    def checkpoint(self, programme: str, period: int) -> CheckpointRecord | None:
+        row = self._cycle_row("checkpoints", CheckpointRecord._fields, programme, period)
+        if row is None:
+            return None
+        record = CheckpointRecord._make(row)
+        return record._replace(
+            public_key=bytes(record.public_key), signature=bytes(record.signature)
+        )
+
+    def add_flags(self, flags: Sequence[FlagRecord]) -> list[FlagRecord]:
+        raised = []
+        for flag in flags:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO flags (programme, beneficiary_id, kind, raised_at, "
+                "detail, cleared_at) VALUES (?, ?, ?, ?, ?, ?)",
+                flag,
+            )
+            if cursor.rowcount:
+                raised.append(flag)
+        return raised
+
+    def flags(self, programme: str, kind: str | None = None) -> list[FlagRecord]:
+        return [
+            FlagRecord(*row)
+            for row in self._db.execute(
+                "SELECT programme, beneficiary_id, kind, raised_at, detail, cleared_at "
+                "FROM flags WHERE programme = ? AND cleared_at IS NULL "
+                "AND (? IS NULL OR kind = ?) ORDER BY beneficiary_id, kind",
+                (programme, kind, kind),
+            )
+        ]
+
+    # -- enrolment campaigns ----------------------------------------------------------------
+    def _seal_address(self, table: str, beneficiary_id: str, key: str) -> bytes | str:
+        """A campaign's new account (an address key), packed as details are and sealed."""
+        aad = f"{table}|details|{beneficiary_id}".encode()
+        return self._cipher.seal(aad, _pack_address(beneficiary_id, key))
+
+    def _open_address(self, table: str, beneficiary_id: str, value: bytes | str) -> str:
+        aad = f"{table}|details|{beneficiary_id}".encode()
+        text = self._cipher.open(aad, value, (table, "details", beneficiary_id))
+        return _unpack_address(beneficiary_id, text)
+
+    def beneficiary_version(self, beneficiary_id: str) -> int | None:
+        row = self._db.execute(
+            "SELECT version FROM beneficiaries WHERE beneficiary_id = ?", (beneficiary_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def beneficiaries_on_channel(
+        self, programme: str, channel: str, communes: Sequence[str], districts: Sequence[str]
+    ) -> list[tuple[str, str, str, str]]:
+        return [
+            (str(ident), str(province), str(district), str(commune))
+            for ident, province, district, commune in self._db.execute(
+                "SELECT beneficiary_id, province_code, district_code, commune_code "
+                "FROM beneficiaries WHERE programme = ? AND channel = ? AND status != 'ceased' "
+                "AND (commune_code IN (SELECT value FROM json_each(?)) "
+                "OR district_code IN (SELECT value FROM json_each(?))) ORDER BY beneficiary_id",
+                (programme, channel, json.dumps(list(communes)), json.dumps(list(districts))),
+            )
+        ]
+
+    def channels_by_area(self, programme: str) -> list[tuple[str, str, str, str, str, int]]:
+        return [
+            (str(p), str(d), str(c), str(channel), str(provider), int(count))
+            for p, d, c, channel, provider, count in self._db.execute(
+                "SELECT province_code, district_code, commune_code, channel, provider, count(*) "
+                "FROM beneficiaries WHERE programme = ? AND status != 'ceased' "
+                "GROUP BY province_code, district_code, commune_code, channel, provider",
+                (programme,),
+            )
+        ]
+
+    def add_campaign(self, campaign: CampaignRecord, targets: Sequence[CampaignTarget]) -> None:
+        db = self._db
+        db.execute(
+            f"INSERT INTO campaigns ({', '.join(CampaignRecord._fields)}) "
+            f"VALUES ({_placeholders(len(CampaignRecord._fields))})",
+            campaign,
+        )
+        db.executemany(
+            f"INSERT INTO campaign_targets ({', '.join(CampaignTarget._fields)}) "
+            f"VALUES ({_placeholders(len(CampaignTarget._fields))})",
+            targets,
+        )
+
+    def campaign(self, name: str) -> CampaignRecord | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(CampaignRecord._fields)} FROM campaigns WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else CampaignRecord._make(row)
+
+    def campaigns(self) -> list[CampaignRecord]:
+        return [
+            CampaignRecord._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(CampaignRecord._fields)} FROM campaigns "
+                "ORDER BY created_at, name"
+            )
+        ]
+
+    def campaign_targets(self, campaign: str | None = None) -> list[CampaignTarget]:
+        return [
+            CampaignTarget._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(CampaignTarget._fields)} FROM campaign_targets "
+                "WHERE ? IS NULL OR campaign = ? ORDER BY campaign, beneficiary_id",
+                (campaign, campaign),
+            )
+        ]
+
+    def record_enrolment(
+        self, attempts: Sequence[EnrolmentAttempt], addresses: Mapping[str, str]
+    ) -> None:
+        db = self._db
+        db.executemany(
+            f"INSERT INTO enrolment_attempts ({', '.join(EnrolmentAttempt._fields)}) "
+            f"VALUES ({_placeholders(len(EnrolmentAttempt._fields))})",
+            attempts,
+        )
+        db.executemany(
+            "UPDATE campaign_targets SET state = ?, reason = ?, updated_at = ?, details = ? "
+            "WHERE campaign = ? AND beneficiary_id = ?",
+            [
+                (
+                    a.outcome,
+                    a.reason,
+                    a.at,
+                    self._seal_address(
+                        "campaign_targets", a.beneficiary_id, addresses[a.beneficiary_id]
+                    )
+                    if a.beneficiary_id in addresses
+                    else None,
+                    a.campaign,
+                    a.beneficiary_id,
+                )
+                for a in attempts
+            ],
+        )
+
+    def enrolment_attempts(self, campaign: str | None = None) -> list[EnrolmentAttempt]:
+        return [
+            EnrolmentAttempt._make(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(EnrolmentAttempt._fields)} FROM enrolment_attempts "
+                "WHERE ? IS NULL OR campaign = ? ORDER BY seq",
+                (campaign, campaign),
+            )
+        ]
+
+    def schedule_mandate_updates(
+        self, campaign: str, programme: str, from_period: int, channel: str, provider: str, at: str
+    ) -> int:
+        db = self._db
+        rows = db.execute(
+            "SELECT beneficiary_id, details FROM campaign_targets "
+            "WHERE campaign = ? AND details IS NOT NULL ORDER BY beneficiary_id",
+            (campaign,),
+        ).fetchall()
+        db.executemany(
+            "INSERT INTO mandate_updates (campaign, beneficiary_id, programme, from_period, "
+            "channel, provider, details, state, scheduled_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?)",
+            [
+                (
+                    campaign,
+                    ident,
+                    programme,
+                    from_period,
+                    channel,
+                    provider,
+                    self._seal_address(
+                        "mandate_updates",
+                        ident,
+                        self._open_address("campaign_targets", ident, details),
+                    ),
+                    at,
+                )
+                for ident, details in rows
+            ],
+        )
+        db.execute(
+            "UPDATE campaign_targets SET state = 'scheduled', details = NULL, updated_at = ? "
+            "WHERE campaign = ? AND details IS NOT NULL",
+            (at, campaign),
+        )
+        return len(rows)
+
+    def mandate_updates(
+        self,
+        programme: str,
+        states: Sequence[str],
+        campaign: str | None = None,
+        *,
+        changed_since: bool = False,
+    ) -> list[MandateUpdate]:
+        columns = ", ".join(
+            f"u.{f}" if f != "address" else "u.details" for f in MandateUpdate._fields
+        )
+        changed = (
+            " AND u.applied_version < (SELECT b.version FROM beneficiaries AS b "
+            "WHERE b.beneficiary_id = u.beneficiary_id)"
+            if changed_since
+            else ""
+        )
+        found = []
+        for row in self._db.execute(
+            f"SELECT {columns} FROM mandate_updates AS u WHERE u.programme = ? "
+            f"AND (? IS NULL OR u.campaign = ?) AND u.state IN ({_placeholders(len(states))})"
+            f"{changed} ORDER BY u.beneficiary_id, u.campaign",
+            (programme, campaign, campaign, *states),
+        ):
+            update = MandateUpdate._make(row)
+            if update.address is not None:
+                update = update._replace(
+                    address=self._open_address(
+                        "mandate_updates", update.beneficiary_id, update.address
+                    )
+                )
+            found.append(update)
+        return found
+
+    def apply_mandate_update(
+        self,
+        update: MandateUpdate,
+        record: BeneficiaryRecord,
+        *,
+        period: int,
+        import_id: int,
+        at: str,
+    ) -> int:
+        db = self._db
+        ident = update.beneficiary_id
+        # the old version to the history as the roster import's trigger keeps it
+        db.execute(
+            "INSERT INTO beneficiary_history (beneficiary_id, version, replaced_by_import, record, "
+            f"details) SELECT beneficiary_id, version, ?, "
+            f"json_array({', '.join(_BENEFICIARY_COLUMNS[:-1])}, NULL), details "
+            "FROM beneficiaries WHERE beneficiary_id = ?",
+            (import_id, ident),
+        )
+        updates = ", ".join(f"{c} = ?" for c in _STORED_COLUMNS[1:])
+        db.execute(
+            f"UPDATE beneficiaries SET {updates}, version = version + 1, import_id = ? "
+            "WHERE beneficiary_id = ?",
+            (*_seal_row(self._cipher, record)[1:], import_id, ident),
+        )
+        version = self.beneficiary_version(ident)
+        db.execute(
+            "UPDATE mandate_updates SET state = 'applied', details = NULL, "
+            "applied_at = coalesce(applied_at, ?), applied_period = coalesce(applied_period, ?), "
+            "applied_version = ? WHERE campaign = ? AND beneficiary_id = ?",
+            (at, period, version, update.campaign, ident),
+        )
+        db.execute(
+            "UPDATE campaign_targets SET state = 'applied', updated_at = ? "
+            "WHERE campaign = ? AND beneficiary_id = ?",
+            (at, update.campaign, ident),
+        )
+        assert version is not None
+        return version
+
+    def supersede_mandate_update(self, campaign: str, beneficiary_id: str, at: str) -> None:
+        self._db.execute(
+            "UPDATE mandate_updates SET state = 'superseded', applied_at = ? "
+            "WHERE campaign = ? AND beneficiary_id = ?",
+            (at, campaign, beneficiary_id),
+        )
 
     def count_beneficiaries(self, programme: str) -> int:
         (total,) = self._db.execute(

@@ -9,21 +9,30 @@ objects only where a rule needs one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
 __all__ = [
     "DETAILS_FROM",
+    "ApprovalEntry",
+    "ApprovalRecord",
+    "ApproverKey",
     "AreaRecord",
     "BatchRecord",
     "BeneficiaryRecord",
+    "CampaignRecord",
+    "CampaignTarget",
+    "CheckpointRecord",
     "CycleRecord",
+    "EnrolmentAttempt",
     "EventRecord",
+    "FlagRecord",
     "ImportRecord",
     "ImportSummary",
     "InstructionRecord",
     "LineRecord",
+    "MandateUpdate",
     "Move",
     "Store",
 ]
@@ -87,6 +96,8 @@ class CycleRecord(NamedTuple):
     instructions: int
     total: int
     currency: str
+    #: who prepared the cycle (the maker; the approver must be someone else), when known
+    prepared_by: str | None = None
 
 
 class InstructionRecord(NamedTuple):
@@ -128,6 +139,9 @@ class EventRecord(NamedTuple):
     to_state: str | None
     actor: str | None
     detail: str | None
+    #: what an instruction pays, to whom, where (on the events creating or revising one):
+    #: see :func:`sap_payments._chain.instruction_content`; covered by the hash chain
+    content: str | None = None
 
 
 class BatchRecord(NamedTuple):
@@ -144,6 +158,18 @@ class BatchRecord(NamedTuple):
     created_at: str
     answered_at: str | None = None
     outcome: str | None = None  # "answered" | "timeout" | "unavailable" | "error"
+
+
+class FlagRecord(NamedTuple):
+    """A flag raised on a beneficiary for a clerk to act on (e.g. ``reverify``: re-verify
+    after months of uncollected cash). ``detail`` names ids and counts, never personal data."""
+
+    programme: str
+    beneficiary_id: str
+    kind: str
+    raised_at: str
+    detail: str | None
+    cleared_at: str | None = None
 
 
 class Move(NamedTuple):
@@ -174,6 +200,122 @@ class ImportSummary(NamedTuple):
     added: int
     changed: int
     unchanged: int
+
+
+class ApproverKey(NamedTuple):
+    """An approver's registered Ed25519 public key (raw, 32 bytes)."""
+
+    name: str
+    public_key: bytes
+    key_id: str  # the first 16 hex digits of the SHA-256 of the raw public key
+    added_at: str
+
+
+class ApprovalRecord(NamedTuple):
+    """A cycle's approval: who approved it and the signature over its manifest's digest
+    (``key_id`` and ``signature`` are None when the ledger runs without approver keys)."""
+
+    programme: str
+    period: int
+    approver: str
+    key_id: str | None
+    signature: bytes | None
+    manifest_sha256: str
+    instructions: int
+    total: int
+    currency: str
+    signed_at: str
+
+
+class ApprovalEntry(NamedTuple):
+    """One instruction as its approval saw it: no address, no name, only a fingerprint."""
+
+    instruction_id: str
+    fingerprint: str
+    amount: int
+    currency: str
+    provider: str
+
+
+class CheckpointRecord(NamedTuple):
+    """A signed statement of the audit trail when a cycle closed: its first ``size`` events
+    chain to ``head`` (hex)."""
+
+    programme: str
+    period: int
+    size: int
+    head: str
+    signed_at: str
+    key_id: str
+    public_key: bytes
+    signature: bytes
+
+
+class CampaignRecord(NamedTuple):
+    """An account-opening campaign (see :mod:`sap_payments.enrolment`)."""
+
+    name: str
+    programme: str
+    provider: str  # who opens the accounts, and pays into them once switched
+    channel: str  # that provider's channel: the beneficiaries' new channel
+    target_channel: str  # the current channel of the beneficiaries targeted, e.g. "postal"
+    communes: str  # the commune codes targeted, as a JSON list
+    districts: str  # the district codes targeted, as a JSON list
+    created_at: str
+    created_by: str | None
+
+
+class CampaignTarget(NamedTuple):
+    """One beneficiary targeted by a campaign and where it stands (no personal data).
+
+    ``state``: ``targeted`` (not tried yet), then the latest outcome (``opened``,
+    ``already_had``, ``refused``, ``failed``, ``pending``), then ``scheduled`` once the new
+    account is to be paid from a period on and ``applied`` once it is the mandate's first address.
+    """
+
+    campaign: str
+    beneficiary_id: str
+    province_code: str
+    district_code: str
+    commune_code: str
+    state: str
+    reason: str | None
+    updated_at: str
+
+
+class EnrolmentAttempt(NamedTuple):
+    """One attempt to open or confirm an account, and its outcome (no personal data)."""
+
+    campaign: str
+    beneficiary_id: str
+    at: str
+    actor: str | None
+    source: str  # "enrol" (the provider's API), "validate" (an existing account checked), or
+    # "import <import id>" (the provider's results file)
+    outcome: str
+    reason: str | None
+    provider_reference: str | None
+
+
+class MandateUpdate(NamedTuple):
+    """A beneficiary's switch to a new account from a benefit month on.
+
+    ``address`` (a financial address key, e.g. ``ewallet:+84…``) is held only until the update
+    is applied; it is None afterwards (the beneficiary's record then carries it).
+    """
+
+    campaign: str
+    beneficiary_id: str
+    programme: str
+    from_period: int
+    channel: str
+    provider: str
+    address: str | None
+    state: str  # "scheduled" | "applied" | "superseded"
+    scheduled_at: str
+    applied_at: str | None = None  # when first applied (a re-application keeps it)
+    applied_period: int | None = None  # the cycle first prepared with it
+    applied_version: int | None = None  # the beneficiary version that carries it (the latest)
 
 
 class Store(Protocol):
@@ -230,6 +372,87 @@ class Store(Protocol):
 
     def beneficiary_history(self, beneficiary_id: str) -> list[tuple[int, BeneficiaryRecord]]:
         """Earlier versions (version number, record), oldest first."""
+        ...
+
+    def blind_index(self, purpose: str, value: str) -> str:
+        """A keyed fingerprint of ``value`` for ``purpose`` (``"address"``, ``"national_id"``,
+        ``"msisdn"``, ``"account"``): HMAC-SHA256 under the keyring's index key, 32 hex digits.
+        Equal values give equal fingerprints; without the key nothing can be learnt from one."""
+        ...
+
+    # -- enrolment campaigns ------------------------------------------------------------------
+    def beneficiaries_on_channel(
+        self, programme: str, channel: str, communes: Sequence[str], districts: Sequence[str]
+    ) -> list[tuple[str, str, str, str]]:
+        """(beneficiary_id, province, district, commune) of the programme's beneficiaries not
+        ceased whose channel is ``channel``, in any of ``communes`` or ``districts``, by id."""
+        ...
+
+    def channels_by_area(self, programme: str) -> list[tuple[str, str, str, str, str, int]]:
+        """(province, district, commune, channel, provider, count) of the programme's
+        beneficiaries not ceased, as their records stand now."""
+        ...
+
+    def add_campaign(self, campaign: CampaignRecord, targets: Sequence[CampaignTarget]) -> None: ...
+
+    def campaign(self, name: str) -> CampaignRecord | None: ...
+
+    def campaigns(self) -> list[CampaignRecord]: ...
+
+    def campaign_targets(self, campaign: str | None = None) -> list[CampaignTarget]:
+        """The targets of one campaign (every campaign when None), by campaign then id."""
+        ...
+
+    def record_enrolment(
+        self,
+        attempts: Sequence[EnrolmentAttempt],
+        addresses: Mapping[str, str],
+    ) -> None:
+        """Record attempts; each sets its target's state and reason. ``addresses`` holds the
+        new account (an address key) of beneficiaries whose attempt opened or found one; it is
+        kept, like the beneficiaries' details, until the update is scheduled."""
+        ...
+
+    def enrolment_attempts(self, campaign: str | None = None) -> list[EnrolmentAttempt]:
+        """Attempts in the order recorded (of one campaign, or of all)."""
+        ...
+
+    def schedule_mandate_updates(
+        self, campaign: str, programme: str, from_period: int, channel: str, provider: str, at: str
+    ) -> int:
+        """Turn every target holding a new account into a scheduled :class:`MandateUpdate`
+        (the address moves there); the targets become ``scheduled``. Returns how many."""
+        ...
+
+    def mandate_updates(
+        self,
+        programme: str,
+        states: Sequence[str],
+        campaign: str | None = None,
+        *,
+        changed_since: bool = False,
+    ) -> list[MandateUpdate]:
+        """The programme's mandate updates in any of ``states``, by beneficiary_id; with
+        ``changed_since``, only those whose beneficiary has a version newer than the one the
+        update was applied as (a roster import changed the record since)."""
+        ...
+
+    def apply_mandate_update(
+        self,
+        update: MandateUpdate,
+        record: BeneficiaryRecord,
+        *,
+        period: int,
+        import_id: int,
+        at: str,
+    ) -> int:
+        """Make ``record`` the beneficiary's new version (the current one goes to the history,
+        replaced by ``import_id``); the update becomes ``applied`` and forgets its address;
+        the target ``applied``. Returns the new version number."""
+        ...
+
+    def supersede_mandate_update(self, campaign: str, beneficiary_id: str, at: str) -> None:
+        """A later roster import gave the beneficiary another account: stop re-applying."""
         ...
 
     # -- cycles ---------------------------------------------------------------------------
@@ -313,6 +536,11 @@ class Store(Protocol):
 
     def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]: ...
 
+    def instruction_states(self, programme: str, period: int) -> Iterator[tuple[str, str]]:
+        """(beneficiary_id, state) of every instruction of the cycle, in no particular order
+        (no personal column is read)."""
+        ...
+
     def instruction_ids_in_state(
         self, programme: str, period: int, state: str
     ) -> list[tuple[str, str]]:
@@ -360,3 +588,50 @@ class Store(Protocol):
         ...
 
     def events(self, instruction_id: str | None = None) -> Iterator[tuple[int, EventRecord]]: ...
+
+    # -- audit trail and signed approval (sap_payments.audit, sap_payments.signing) ---------
+    def chain_head(self) -> tuple[int, bytes] | None:
+        """(seq, hash) of the last event the hash chain covers; None before the first."""
+        ...
+
+    def chained_events(self) -> Iterator[tuple[int, EventRecord, bytes | None]]:
+        """Every event with its stored chain hash, by seq."""
+        ...
+
+    def programmes(self) -> list[str]:
+        """The programmes that have cycles."""
+        ...
+
+    def add_approver_key(self, key: ApproverKey) -> None: ...
+
+    def approver_keys(self) -> list[ApproverKey]: ...
+
+    def save_approval_entries(
+        self, programme: str, period: int, entries: Iterable[ApprovalEntry]
+    ) -> None:
+        """Record the manifest of a cycle's approval (replacing an earlier one)."""
+        ...
+
+    def save_approval(self, approval: ApprovalRecord) -> None: ...
+
+    def approval(self, programme: str, period: int) -> ApprovalRecord | None: ...
+
+    def approval_entries(
+        self, programme: str, period: int, instruction_ids: Sequence[str] | None = None
+    ) -> Iterator[ApprovalEntry]:
+        """The approval's manifest entries (of ``instruction_ids`` only, when given), by id."""
+        ...
+
+    def save_checkpoint(self, checkpoint: CheckpointRecord) -> None: ...
+
+    def checkpoint(self, programme: str, period: int) -> CheckpointRecord | None: ...
+
+    # -- flags ------------------------------------------------------------------------------
+    def add_flags(self, flags: Sequence[FlagRecord]) -> list[FlagRecord]:
+        """Raise flags; one already open (same programme, beneficiary and kind) is kept as it
+        is. Returns the flags newly raised."""
+        ...
+
+    def flags(self, programme: str, kind: str | None = None) -> list[FlagRecord]:
+        """The programme's open flags (of ``kind`` when given), by beneficiary_id then kind."""
+        ...

@@ -6,6 +6,8 @@
 * :mod:`sap_payments.testing.conformance` — the checks a third-party provider plugin runs
   against itself: :func:`check_provider`, or :class:`ProviderConformance` to subclass in a
   pytest module.
+* :mod:`sap_payments.testing.gsma_server` — a GSMA Mobile Money API sandbox HTTP server on
+  loopback, with injectable faults (imported on its own: ``docs/mobile-money.md``).
 
 Neither needs pytest to import. ``docs/plugins.md`` walks through writing and proving a plugin.
 """

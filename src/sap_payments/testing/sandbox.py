@@ -57,6 +57,9 @@ from sap_payments.money import MINOR_UNITS, Money
 from sap_payments.providers import (
     AddressCheck,
     Capabilities,
+    EnrolmentOutcome,
+    EnrolmentOutcomeKind,
+    EnrolmentRequest,
     Payment,
     ProviderError,
     ProviderTimeout,
@@ -116,9 +119,18 @@ _COMMON_KEYS: Final = frozenset(
     }
     - {"unclaimed_per_mille"}
 )
+#: Account opening (capability ``enrolment``, e-wallet and bank sandboxes): per-mille rates
+#: drawn from (seed, beneficiary id), and how many ``enrol`` calls a pending one stays pending.
+_ENROL_PER_MILLE: Final = (
+    "enrol_already_per_mille",
+    "enrol_refused_per_mille",
+    "enrol_failed_per_mille",
+    "enrol_pending_per_mille",
+)
+_ENROL_KEYS: Final = frozenset({*_ENROL_PER_MILLE, "enrol_pending_polls"})
 _CHANNEL_KEYS: Final[Mapping[Channel, frozenset[str]]] = {
-    Channel.EWALLET: _COMMON_KEYS | {"dead_msisdns"},
-    Channel.BANK: _COMMON_KEYS | {"closed_accounts"},
+    Channel.EWALLET: _COMMON_KEYS | _ENROL_KEYS | {"dead_msisdns"},
+    Channel.BANK: _COMMON_KEYS | _ENROL_KEYS | {"closed_accounts"},
     Channel.POSTAL: _COMMON_KEYS | {"unclaimed_per_mille"},
 }
 
@@ -141,6 +153,8 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS tripped (key TEXT PRIMARY KEY)",
     # Report documents not yet drained by reports().
     "CREATE TABLE IF NOT EXISTS reports (number INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    # Account-opening requests received (key → enrol calls so far): a pending one's clock.
+    "CREATE TABLE IF NOT EXISTS enrolments (key TEXT PRIMARY KEY, calls INTEGER NOT NULL)",
 )
 
 
@@ -187,6 +201,11 @@ class SandboxSettings:
     currency: str = "VND"
     dead_msisdns: frozenset[str] = frozenset()
     closed_accounts: frozenset[str] = frozenset()
+    enrol_already_per_mille: int = 100
+    enrol_refused_per_mille: int = 30
+    enrol_failed_per_mille: int = 20
+    enrol_pending_per_mille: int = 0
+    enrol_pending_polls: int = 1
 
     @classmethod
     def from_mapping(
@@ -238,6 +257,9 @@ class SandboxSettings:
             integer(key, 0, 1000)
         for key in _COUNTS:
             integer(key, 0)
+        for key in _ENROL_PER_MILLE:
+            integer(key, 0, 1000)
+        integer("enrol_pending_polls", 0)
         integer("max_batch", 1)
         if channel is Channel.POSTAL and "unclaimed_per_mille" not in values:
             values["unclaimed_per_mille"] = 30
@@ -344,6 +366,7 @@ class SandboxProvider:
             status_query=True,
             callbacks=True,
             address_validation=channel is not Channel.POSTAL,
+            enrolment=channel is not Channel.POSTAL,
         )
         # Failures with a dead-address reason belong to the address (a closed account is closed
         # for every payment to it), the others to the key. Of all payments, fail_per_mille in a
@@ -708,6 +731,68 @@ class SandboxProvider:
         if dead is not None:
             return AddressCheck(ok=False, reason=dead)
         return AddressCheck(ok=True)
+
+    def enrol(self, request: EnrolmentRequest) -> EnrolmentOutcome:
+        """Open (or find) an account for a beneficiary (capability ``enrolment``).
+
+        The fate is drawn from ``(seed, beneficiary id)``, so the same person gets the same
+        answer and the same account from any campaign: about ``enrol_already_per_mille`` in a
+        thousand already have one, ``enrol_refused_per_mille`` decline, ``enrol_failed_per_mille``
+        fail the identity check (and every request without a national id fails), the rest get a
+        new account. ``enrol_pending_per_mille`` of them answer ``PENDING`` to their first
+        ``enrol_pending_polls`` calls with the same key. A wallet is opened on the request's
+        mobile number when it has one, else on a number drawn for the person; a bank account is
+        at VietinBank (BIN 970415) with a drawn 12-digit number.
+        """
+        if self.channel is Channel.POSTAL:  # pragma: no cover - the capability is not declared
+            raise ProviderError(self.name, "the postal sandbox opens no accounts")
+        settings, seed = self.settings, self.settings.seed
+        subject = request.beneficiary_id
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT calls FROM enrolments WHERE key = ?", (request.key,)
+            ).fetchone()
+            calls = 1 if row is None else int(row[0]) + 1
+            db.execute("INSERT OR REPLACE INTO enrolments VALUES (?, ?)", (request.key, calls))
+        reference = (
+            "SBX-E-"
+            + hashlib.sha256(f"{seed}:{request.key}:enrol".encode()).hexdigest()[:12].upper()
+        )
+        if _hit(seed, subject, "enrol-pending", settings.enrol_pending_per_mille) and (
+            calls <= settings.enrol_pending_polls
+        ):
+            return EnrolmentOutcome(
+                request.key, EnrolmentOutcomeKind.PENDING, provider_reference=reference
+            )
+        draw = _ppm(seed, subject, "enrol") // 1000  # 0..999
+        already = settings.enrol_already_per_mille
+        refused = already + settings.enrol_refused_per_mille
+        failed = refused + settings.enrol_failed_per_mille
+        if already <= draw < refused:
+            return EnrolmentOutcome(
+                request.key,
+                EnrolmentOutcomeKind.REFUSED,
+                reason="declined",
+                provider_reference=reference,
+                provider_code="SBX-DECLINED",
+            )
+        if request.national_id is None or refused <= draw < failed:
+            return EnrolmentOutcome(
+                request.key,
+                EnrolmentOutcomeKind.FAILED,
+                reason="identity_check_failed",
+                provider_reference=reference,
+                provider_code="SBX-KYC",
+            )
+        address: FinancialAddress
+        if self.channel is Channel.EWALLET:
+            number = request.msisdn or f"+849{_number(seed, subject, 'msisdn') % 10**8:08d}"
+            address = WalletAddress(number, self.name)
+        else:
+            account = f"{_number(seed, subject, 'account') % 10**12:012d}"
+            address = BankAccount("970415", account, self.name)
+        kind = EnrolmentOutcomeKind.ALREADY_HAD if draw < already else EnrolmentOutcomeKind.OPENED
+        return EnrolmentOutcome(request.key, kind, address, provider_reference=reference)
 
     # -- reports -----------------------------------------------------------------------------
     def _queue_report(self, db: sqlite3.Connection, results: list[Result]) -> None:

@@ -1,0 +1,99 @@
+"""The adapter's journal: which correlation id carried each key, written before the request.
+
+An operator deduplicates by ``X-CorrelationID`` only. A single disbursement's id is derived from
+its key, so it needs no record; a batch's id is derived from all of its keys, so after a crash a
+status query for one key cannot rebuild it. The journal keeps ``(correlation id, key, kind)`` for
+every request sent, committed (fsynced) *before* the request leaves: whatever the operator may
+have received, the journal knows how to ask about it. It also keeps a key from travelling under
+a second correlation id (as a single after a batch, or in another batch) until the operator has
+said the first never arrived.
+
+In memory when no file is given — enough for one process, and for single mode, whose ids need
+no journal at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+__all__ = ["Journal"]
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS sent ("
+    " correlation TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,"
+    " PRIMARY KEY (correlation, key))",
+    "CREATE INDEX IF NOT EXISTS sent_key ON sent (key)",
+)
+
+
+class Journal:
+    """``(correlation id, key, kind)`` of every request sent; thread-safe."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else str(path),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30,
+        )
+        if path is not None:
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    def record(self, correlation: str, keys: Iterable[str], kind: str) -> None:
+        """Note that ``keys`` are about to travel under ``correlation`` (committed on return)."""
+        self.record_many([(correlation, key) for key in keys], kind)
+
+    def record_many(self, pairs: Sequence[tuple[str, str]], kind: str) -> None:
+        at = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)",
+                    [(correlation, key, kind, at) for correlation, key in pairs],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def correlations(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str, float]]]:
+        """key → ``[(correlation id, kind, when sent), ...]`` for the keys ever sent, newest
+        first (``when``: seconds since the epoch)."""
+        found: dict[str, list[tuple[str, str, float]]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT key, correlation, kind, at FROM sent"
+                    f" WHERE key IN ({', '.join('?' * len(chunk))}) ORDER BY rowid DESC",
+                    chunk,
+                ).fetchall()
+                for key, correlation, kind, at in rows:
+                    found.setdefault(key, []).append((correlation, kind, float(at)))
+        return found
+
+    def keys_of(self, correlation: str) -> list[str]:
+        """The keys that travelled under ``correlation``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM sent WHERE correlation = ? ORDER BY rowid", (correlation,)
+            ).fetchall()
+        return [key for (key,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,484 @@
+"""The post office's confirmation file: which codes were paid (when, to whom) and which not.
+
+One row per payout line (format in ``docs/postal.md``): the instruction id and the collection
+code, the amount and pay point as the post office paid them, the outcome (``paid`` or
+``unclaimed``), and for a payment the date and who collected it — the beneficiary, or an
+authorised proxy, named, with the authorisation reference (the last 4 digits, or all, of the
+proxy's identity document as shown at the counter).
+
+Each row is checked against the ledger. A row that fails a check goes to the review list with
+its row number, instruction id, code and reason (never a name): a malformed row or code, an
+unknown instruction, a wrong code, an amount or pay point that differs, a code used twice (in
+the file, or an instruction confirmed before with other details), a payment after the window
+closed, a proxy collection without a valid mandate. The other rows are applied through
+:func:`sap_payments.dispatch.apply_results` — every move through the transition table, each an
+event — and the import is recorded, so the same file again is a no-op. A row repeating exactly
+what an earlier file confirmed is counted as repeated, not rejected: a post office may send a
+corrected file again in whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from sap_payments._files import atomic_file
+from sap_payments.beneficiaries import CashPickup, parse_address
+from sap_payments.collection_codes import InvalidCollectionCode, normalise_code, verify_code
+from sap_payments.dispatch import apply_results
+from sap_payments.errors import InvalidInput
+from sap_payments.instructions import InstructionState
+from sap_payments.money import Money
+from sap_payments.postal.plugin import PostalCashProvider
+from sap_payments.providers import Result, ResultKind
+from sap_payments.store import EventRecord, ImportSummary, InstructionRecord, Store
+
+__all__ = [
+    "CONFIRMATION_COLUMNS",
+    "IMPORT_KIND",
+    "REVIEW_COLUMNS",
+    "ConfirmationImport",
+    "InvalidConfirmations",
+    "ReviewLine",
+    "collection_reference",
+    "import_confirmations",
+    "parse_collection_reference",
+    "write_review_csv",
+]
+
+S = InstructionState
+
+#: The columns of a confirmation file (CSV or the first sheet of an XLSX).
+CONFIRMATION_COLUMNS: Final = (
+    "instruction_id",
+    "code",
+    "amount",
+    "pay_point",
+    "outcome",
+    "collected_on",
+    "collected_by",
+    "proxy_name",
+    "authorisation",
+)
+#: Columns a file may leave out (when no proxy collected anything).
+_OPTIONAL: Final = frozenset({"proxy_name", "authorisation"})
+#: The columns of the review list.
+REVIEW_COLUMNS: Final = ("row", "instruction_id", "code", "reason", "detail")
+#: The ``imports.kind`` of a confirmation file.
+IMPORT_KIND: Final = "postal-confirmations"
+
+#: Reason codes of the review list, with what each means for the clerk.
+REASONS: Final = {
+    "malformed_row": "a field cannot be read",
+    "malformed_code": "not a well-formed collection code",
+    "unknown_instruction": "no instruction of this provider has this id",
+    "wrong_code": "the code is not the one issued for this instruction",
+    "amount_differs": "the amount differs from the instruction's",
+    "pay_point_differs": "the pay point differs from the instruction's",
+    "code_used_twice": "this code was already confirmed",
+    "window_closed": "paid after the window closed (the instruction is UNCLAIMED)",
+    "not_payable": "the instruction cannot be paid in its state",
+    "proxy_without_mandate": "collected by a proxy, but the beneficiary has no proxy",
+    "proxy_mandate_expired": "collected by a proxy after the proxy's mandate expired",
+    "authorisation_mismatch": "the authorisation reference does not match the mandate",
+    "proxy_name_mismatch": "the proxy named is not the mandate's proxy",
+}
+
+
+class InvalidConfirmations(InvalidInput):
+    """A confirmation file that cannot be read at all (not CSV/XLSX, columns missing).
+    Nothing from it was applied."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}; nothing was applied")
+        self.source = source
+
+
+@attrs.frozen
+class ReviewLine:
+    """A rejected row: its number in the file (the header is row 1), the instruction id and
+    code as given, the reason code (see ``docs/postal.md``) and a few words. No names."""
+
+    row: int
+    instruction_id: str
+    code: str
+    reason: str
+    detail: str
+
+
+@attrs.frozen
+class ConfirmationImport:
+    """What importing one confirmation file did."""
+
+    source: str
+    sha256: str
+    rows: int
+    applied: int  # rows whose result moved an instruction (PAID or UNCLAIMED)
+    repeated: int  # rows an earlier file already confirmed, the same way
+    review: tuple[ReviewLine, ...]
+    already_imported: bool
+
+    @property
+    def rejected(self) -> int:
+        return len(self.review)
+
+
+@attrs.frozen
+class _Row:
+    row: int
+    cells: dict[str, str]
+
+
+def collection_reference(collected_on: dt.date, collected_by: str, key_id: str) -> str:
+    """What the ledger keeps as the provider reference of a cash payment: no personal data.
+
+    >>> collection_reference(dt.date(2021, 9, 14), "proxy", "postal-1")
+    'postal;2021-09-14;proxy;postal-1'
+    """
+    return f"postal;{collected_on.isoformat()};{collected_by};{key_id}"
+
+
+def parse_collection_reference(reference: str | None) -> tuple[dt.date, str] | None:
+    """(date, "beneficiary" | "proxy") of a reference made by :func:`collection_reference`."""
+    if not reference or not reference.startswith("postal;"):
+        return None
+    parts = reference.split(";")
+    if len(parts) < 3:
+        return None
+    try:
+        return dt.date.fromisoformat(parts[1]), parts[2]
+    except ValueError:
+        return None
+
+
+_UNCLAIMED_REFERENCE: Final = "postal;unclaimed"
+
+
+# -- reading -------------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return unicodedata.normalize("NFC", str(value)).strip()
+
+
+def _table(data: bytes, source: str) -> Iterator[list[str]]:
+    if data.startswith(b"PK\x03\x04"):
+        import openpyxl  # only XLSX readers pay for it
+
+        try:
+            workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds on a broken file
+            raise InvalidConfirmations(source, "not a readable XLSX workbook") from exc
+        try:
+            sheet = workbook.worksheets[0]
+            for values in sheet.iter_rows(values_only=True):
+                yield [_text(value) for value in values]
+        finally:
+            workbook.close()
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidConfirmations(source, "not UTF-8 text (save the CSV as UTF-8)") from None
+    try:
+        for cells in csv.reader(io.StringIO(text, newline="")):
+            yield [_text(cell) for cell in cells]
+    except csv.Error as exc:
+        raise InvalidConfirmations(source, f"not a readable CSV ({exc})") from None
+
+
+def read_confirmations(data: bytes, source: str) -> list[_Row]:
+    """The rows of a confirmation file, cells by column name; blank rows skipped.
+
+    Raises:
+        InvalidConfirmations: not CSV or XLSX, or a required column is missing.
+    """
+    rows = _table(data, source)
+    header: list[str] | None = None
+    found: list[_Row] = []
+    for number, cells in enumerate(rows, 1):
+        if not any(cells):
+            continue
+        if header is None:
+            header = [cell.lower() for cell in cells]
+            missing = [c for c in CONFIRMATION_COLUMNS if c not in header and c not in _OPTIONAL]
+            if missing:
+                raise InvalidConfirmations(
+                    source,
+                    f"row {number}: the header lacks column {missing[0]} (expected "
+                    f"{', '.join(CONFIRMATION_COLUMNS)})",
+                )
+            continue
+        values = {
+            column: cells[index] if index < len(cells) else ""
+            for index, column in enumerate(header)
+            if column in CONFIRMATION_COLUMNS
+        }
+        found.append(_Row(number, values))
+    if header is None:
+        raise InvalidConfirmations(source, "empty: no header row")
+    return found
+
+
+# -- checking ------------------------------------------------------------------------------------
+class _Reject(InvalidInput):
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail or REASONS[reason]
+
+
+def _amount(text: str) -> int:
+    digits = text.replace(",", "").replace(" ", "")
+    if not digits.isascii() or not digits.isdigit():
+        raise _Reject("malformed_row", "amount: whole đồng, digits only")
+    return int(digits)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise _Reject("malformed_row", "collected_on: a date as YYYY-MM-DD") from None
+
+
+def _folded(name: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+@attrs.define
+class _References:
+    """Provider references of instructions, read a cycle at a time (only when needed)."""
+
+    store: Store
+    cycles: dict[tuple[str, int], dict[str, tuple[str | None, str | None]]] = attrs.field(
+        factory=dict
+    )
+
+    def of(self, record: InstructionRecord) -> str | None:
+        key = (record.programme, record.period)
+        if key not in self.cycles:
+            self.cycles[key] = self.store.outcomes(*key)
+        found = self.cycles[key].get(record.instruction_id)
+        return None if found is None else found[1]
+
+
+@attrs.define
+class _Checker:
+    store: Store
+    provider: PostalCashProvider
+    records: dict[str, InstructionRecord]
+    references: _References
+    seen: set[str] = attrs.field(factory=set)
+
+    def check(self, row: _Row) -> Result | None:
+        """The row's result, or None for a repeat of what the ledger already has.
+
+        Raises:
+            _Reject: the row goes to the review list.
+        """
+        cells = row.cells
+        ident = cells.get("instruction_id", "")
+        if not ident:
+            raise _Reject("malformed_row", "instruction_id: empty")
+        try:
+            normalise_code(cells.get("code", ""))
+        except InvalidCollectionCode as exc:
+            raise _Reject("malformed_code", exc.reason) from None
+        amount = _amount(cells.get("amount", ""))
+        outcome = cells.get("outcome", "").lower()
+        if outcome not in ("paid", "unclaimed"):
+            raise _Reject("malformed_row", "outcome: paid or unclaimed")
+        record = self.records.get(ident)
+        if record is None or record.provider != self.provider.name:
+            raise _Reject("unknown_instruction")
+        address = parse_address(record.address)
+        point = address.pay_point if isinstance(address, CashPickup) else ""
+        given_point = cells.get("pay_point", "")
+        code = cells["code"]
+        keys = self.provider.keys
+        as_given = amount > 0 and verify_code(code, ident, amount, given_point, keys) is not None
+        as_issued = verify_code(code, ident, record.amount, point, keys)
+        if amount != record.amount:
+            if as_given or as_issued is not None:
+                raise _Reject("amount_differs", f"{amount} given, {record.amount} issued")
+            raise _Reject("wrong_code")
+        if given_point != point:
+            raise _Reject("pay_point_differs" if as_issued is not None else "wrong_code")
+        if as_issued is None:
+            raise _Reject("wrong_code")
+        if ident in self.seen:
+            raise _Reject("code_used_twice", "a second row for this code in the file")
+        if outcome == "unclaimed":
+            return self._unclaimed(record)
+        return self._paid(row, record, as_issued.key_id)
+
+    def _unclaimed(self, record: InstructionRecord) -> Result | None:
+        state = S(record.state)
+        if state is S.UNCLAIMED:
+            self.seen.add(record.instruction_id)
+            return None
+        if state is S.PAID:
+            raise _Reject("code_used_twice", "reported unclaimed, but confirmed paid before")
+        if state not in (S.SUBMITTED, S.ACCEPTED, S.UNKNOWN):
+            raise _Reject("not_payable", f"the instruction is {state}")
+        self.seen.add(record.instruction_id)
+        return Result(record.instruction_id, ResultKind.UNCLAIMED, None, _UNCLAIMED_REFERENCE)
+
+    def _paid(self, row: _Row, record: InstructionRecord, key_id: str) -> Result | None:
+        cells = row.cells
+        on = _date(cells.get("collected_on", ""))
+        by = cells.get("collected_by", "").lower()
+        if by not in ("beneficiary", "proxy"):
+            raise _Reject("malformed_row", "collected_by: beneficiary or proxy")
+        reference = collection_reference(on, by, key_id)
+        state = S(record.state)
+        if state is S.PAID:
+            previous = parse_collection_reference(self.references.of(record))
+            if previous == (on, by):
+                self.seen.add(record.instruction_id)
+                return None
+            raise _Reject("code_used_twice", "the instruction was confirmed paid before")
+        if state is S.UNCLAIMED:
+            raise _Reject("window_closed")
+        if state not in (S.SUBMITTED, S.ACCEPTED, S.UNKNOWN):
+            raise _Reject("not_payable", f"the instruction is {state}")
+        if by == "proxy":
+            self._mandate(row, record, on)
+        self.seen.add(record.instruction_id)
+        return Result(
+            record.instruction_id,
+            ResultKind.PAID,
+            provider_reference=reference,
+            amount=Money(record.amount, record.currency),
+        )
+
+    def _mandate(self, row: _Row, record: InstructionRecord, on: dt.date) -> None:
+        """A proxy collection needs a proxy on the mandate, valid on the day, the same person
+        (name), and the authorisation reference of the mandate."""
+        person = self.store.beneficiary(record.beneficiary_id)
+        if person is None or not person.proxy_name:
+            raise _Reject("proxy_without_mandate")
+        if person.mandate_valid_until and dt.date.fromisoformat(person.mandate_valid_until) < on:
+            raise _Reject("proxy_mandate_expired", f"valid until {person.mandate_valid_until}")
+        named = row.cells.get("proxy_name", "")
+        if not named or _folded(named) != _folded(person.proxy_name):
+            raise _Reject("proxy_name_mismatch")
+        given = "".join(row.cells.get("authorisation", "").split())
+        held = person.proxy_national_id
+        if not held:
+            raise _Reject("authorisation_mismatch", "no proxy identity on file to check against")
+        if not given or not (given == held or (len(given) == 4 and held.endswith(given))):
+            raise _Reject("authorisation_mismatch")
+
+
+def import_confirmations(
+    store: Store, provider: PostalCashProvider, path: Path
+) -> ConfirmationImport:
+    """Check a confirmation file against the ledger and apply the rows that pass, once.
+
+    Raises:
+        InvalidConfirmations: the file cannot be read at all (nothing applied).
+    """
+    source = str(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if store.find_import(IMPORT_KIND, digest) is not None:
+        return ConfirmationImport(source, digest, 0, 0, 0, (), already_imported=True)
+    rows = read_confirmations(data, source)
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    with store.transaction():
+        wanted = sorted({row.cells.get("instruction_id", "") for row in rows} - {""})
+        records = {r.instruction_id: r for r in store.instructions_by_id(wanted)}
+        checker = _Checker(store, provider, records, _References(store))
+        results: list[Result] = []
+        review: list[ReviewLine] = []
+        repeated = 0
+        for row in rows:
+            try:
+                result = checker.check(row)
+            except _Reject as rejected:
+                review.append(
+                    ReviewLine(
+                        row.row,
+                        row.cells.get("instruction_id", ""),
+                        row.cells.get("code", "")[:40],
+                        rejected.reason,
+                        rejected.detail,
+                    )
+                )
+                continue
+            if result is None:
+                repeated += 1
+            else:
+                results.append(result)
+        import_id = store.add_import(IMPORT_KIND, source, digest, at)
+        outcome = apply_results(
+            store,
+            results,
+            provider=provider.name,
+            known={r.key: (records[r.key].state, provider.name) for r in results},
+        )
+        store.finish_import(import_id, len(rows), ImportSummary(outcome.applied, repeated, 0))
+        store.append_events(_events(at, provider.name, source, digest, review, records))
+        store.append_events(
+            [
+                EventRecord(
+                    at,
+                    "confirmations.imported",
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"{provider.name}: {source}, {len(rows)} rows, {outcome.applied} applied, "
+                    f"{repeated} repeated, {len(review)} to review; sha256 {digest}",
+                )
+            ]
+        )
+    return ConfirmationImport(
+        source, digest, len(rows), outcome.applied, repeated, tuple(review), already_imported=False
+    )
+
+
+def _events(
+    at: str,
+    provider: str,
+    source: str,
+    digest: str,
+    review: Iterable[ReviewLine],
+    records: dict[str, InstructionRecord],
+) -> Iterator[EventRecord]:
+    for line in review:
+        yield EventRecord(
+            at,
+            "confirmation.rejected",
+            line.instruction_id if line.instruction_id in records else None,
+            None,
+            None,
+            None,
+            f"{provider}: {source} row {line.row}: {line.reason}",
+        )
+
+
+def write_review_csv(path: Path, review: Sequence[ReviewLine]) -> int:
+    """The review list as CSV (:data:`REVIEW_COLUMNS`), written atomically; returns the rows."""
+    with atomic_file(path, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(REVIEW_COLUMNS)
+        for line in review:
+            writer.writerow((line.row, line.instruction_id, line.code, line.reason, line.detail))
+    return len(review)
