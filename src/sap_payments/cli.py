@@ -31,7 +31,7 @@ from sap_payments._enrolment_cli import (
 from sap_payments._keys_cli import add_keys_parsers, erase_command, keys_command
 from sap_payments.config import Config
 from sap_payments.errors import InvalidInput, SapPaymentsError
-from sap_payments.ledger import Ledger
+from sap_payments.ledger import SHARED_KINDS, Ledger
 from sap_payments.output import FORMATS
 from sap_payments.periods import Period
 from sap_payments.postal import write_anomaly_report, write_flags
@@ -319,6 +319,27 @@ def _parser() -> argparse.ArgumentParser:
     add_campaign_parser(commands, common, programme, _period)
     add_keys_parsers(commands, common, _period)
     add_audit_parsers(commands, common, _period)
+
+    beneficiary = commands.add_parser(
+        "beneficiary", help="find beneficiaries by blind index", parents=[common]
+    )
+    beneficiary_actions = beneficiary.add_subparsers(dest="action", metavar="ACTION", required=True)
+    find = beneficiary_actions.add_parser(
+        "find",
+        help="the ids of beneficiaries with a national id, mobile number or account",
+        parents=[common],
+    )
+    which = find.add_mutually_exclusive_group(required=True)
+    which.add_argument("--national-id", metavar="DIGITS")
+    which.add_argument("--msisdn", metavar="NUMBER")
+    which.add_argument("--account", metavar="BIN:NUMBER")
+    shared = beneficiary_actions.add_parser(
+        "shared",
+        help="beneficiaries sharing a national id, mobile number or account",
+        parents=[common],
+    )
+    shared.add_argument("kind", choices=SHARED_KINDS)
+    fmt(shared)
 
     rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
     rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -615,6 +636,34 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
         write_change_report(target, args.format, report)
 
 
+def _cmd_beneficiary(args: argparse.Namespace, out: TextIO) -> None:
+    with _open(args) as ledger:
+        if args.action == "find":
+            account = None
+            if args.account is not None:
+                bank_bin, _, number = args.account.partition(":")
+                account = (bank_bin, number)
+            found = ledger.find_beneficiaries(
+                national_id=args.national_id, msisdn=args.msisdn, account=account
+            )
+            for ident in found:
+                out.write(f"{ident}\n")
+            if not found:
+                out.write("no beneficiary found\n")
+            return
+        groups = ledger.shared_details(args.kind)
+    rows = ((n, len(ids), " ".join(ids)) for n, ids in enumerate(groups, start=1))
+    with _Target(args, out) as target:
+        write_records(
+            target,
+            args.format,
+            ("group", "beneficiaries", "beneficiary_ids"),
+            rows,
+            header={"kind": args.kind, "count": len(groups)},
+            key="groups",
+        )
+
+
 def _cmd_rules(args: argparse.Namespace, out: TextIO) -> None:
     config = Config.find(getattr(args, "config", None))
     rules_path = getattr(args, "rules", None) or config.rules
@@ -684,6 +733,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
     "cycle": _cmd_cycle,
     "report": _cmd_report,
     "rules": _cmd_rules,
+    "beneficiary": _cmd_beneficiary,
     "demo": _cmd_demo,
     "sandbox": _cmd_sandbox,
     "keys": lambda args, out: (signing_command if args.action in SIGNING_ACTIONS else keys_command)(

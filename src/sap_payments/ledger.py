@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Final
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,6 +35,7 @@ from sap_payments.beneficiaries import (
     Sex,
     Status,
     WalletAddress,
+    normalise_msisdn,
     parse_address,
 )
 from sap_payments.changes import ChangeReport, change_report
@@ -115,7 +117,10 @@ from sap_payments.store import (
     LineRecord,
 )
 
-__all__ = ["Ledger", "enrolment"]
+__all__ = ["SHARED_KINDS", "Ledger", "enrolment"]
+
+#: What :meth:`Ledger.shared_details` can group by.
+SHARED_KINDS: Final = ("national_id", "msisdn", "account")
 
 Progress = Callable[[int], None] | None
 
@@ -334,6 +339,47 @@ class Ledger:
         """A beneficiary as domain objects: who, under which decision, paid how."""
         record = self.store.beneficiary(beneficiary_id)
         return None if record is None else enrolment(record, self.config.programme)
+
+    def find_beneficiaries(
+        self,
+        *,
+        national_id: str | None = None,
+        msisdn: str | None = None,
+        account: tuple[str, str] | None = None,
+    ) -> list[str]:
+        """The ids of the beneficiaries with this national id, mobile number (any Vietnamese
+        form) or bank account (``(BIN, number)``), found by keyed blind index: the ledger never
+        compares the plaintext. Give exactly one.
+
+        Raises:
+            InvalidInput: none or several given, or a value that is not well formed.
+        """
+        given = [v is not None for v in (national_id, msisdn, account)]
+        if sum(given) != 1:
+            raise InvalidInput("give exactly one of national_id, msisdn, account")
+        if national_id is not None:
+            value = national_id.strip()
+            if not (len(value) == 12 and value.isdigit()):
+                raise InvalidInput("national_id: must be 12 digits")
+            return self.store.beneficiaries_by_index("national_id", value)
+        if msisdn is not None:
+            return self.store.beneficiaries_by_index("msisdn", normalise_msisdn(msisdn))
+        assert account is not None
+        bank_bin, number = (part.strip() for part in account)
+        if not (len(bank_bin) == 6 and bank_bin.isdigit()) or not number:
+            raise InvalidInput("account: give the bank's 6-digit BIN and the account number")
+        return self.store.beneficiaries_by_index("account", f"{bank_bin}:{number}")
+
+    def shared_details(self, kind: str) -> list[tuple[str, ...]]:
+        """Groups of beneficiaries sharing one national id, mobile number or bank account
+        (``kind``: ``national_id``, ``msisdn``, ``account``), compared by blind index.
+
+        Raises:
+            InvalidInput: an unknown kind.
+        """
+        if kind not in SHARED_KINDS:
+            raise InvalidInput(f"kind: must be one of {', '.join(SHARED_KINDS)}")
+        return self.store.shared_indexes(kind)
 
     def instruction(self, instruction_id: str) -> Instruction | None:
         """An instruction as a domain object, with its lines as entitlements."""

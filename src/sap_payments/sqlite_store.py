@@ -152,6 +152,12 @@ def _unpack_address(beneficiary_id: str, details: str) -> str:
 _INSTRUCTION_COLUMNS: Final = InstructionRecord._fields
 #: The beneficiary columns as stored: the national id column stays empty (it is sealed inside
 #: ``details``), then the blind indexes and the keyed digest of the details.
+#: The blind-index column of each lookup purpose.
+_INDEX_COLUMNS: Final = {
+    "national_id": "national_id_index",
+    "msisdn": "msisdn_index",
+    "account": "account_index",
+}
 _STORED_COLUMNS: Final = (
     *_BENEFICIARY_COLUMNS,
     "national_id_index",
@@ -1286,6 +1292,28 @@ class SQLiteStore:
             "commune_name FROM areas ORDER BY province_code, district_code, commune_code"
         ):
             yield AreaRecord(*row)
+
+    def beneficiaries_by_index(self, purpose: str, value: str) -> list[str]:
+        column = _INDEX_COLUMNS[purpose]
+        return [
+            str(ident)
+            for (ident,) in self._db.execute(
+                f"SELECT beneficiary_id FROM beneficiaries WHERE {column} = ? "
+                "ORDER BY beneficiary_id",
+                (self._cipher.index_bytes(purpose, value),),
+            )
+        ]
+
+    def shared_indexes(self, purpose: str) -> list[tuple[str, ...]]:
+        column = _INDEX_COLUMNS[purpose]
+        groups: dict[bytes, list[str]] = {}
+        for index, ident in self._db.execute(
+            f"SELECT {column}, beneficiary_id FROM beneficiaries WHERE {column} IN "
+            f"(SELECT {column} FROM beneficiaries WHERE {column} IS NOT NULL "
+            f"GROUP BY {column} HAVING count(*) > 1)"
+        ):
+            groups.setdefault(bytes(index), []).append(str(ident))
+        return sorted(tuple(sorted(ids)) for ids in groups.values())
 
     def beneficiary(self, beneficiary_id: str) -> BeneficiaryRecord | None:
         row = self._db.execute(

@@ -359,6 +359,16 @@ class Store(Protocol):
 
     def beneficiary(self, beneficiary_id: str) -> BeneficiaryRecord | None: ...
 
+    def beneficiaries_by_index(self, purpose: str, value: str) -> list[str]:
+        """The ids of the beneficiaries whose ``purpose`` (``"national_id"``, ``"msisdn"`` in
+        E.164, ``"account"`` as ``BIN:number``) equals ``value``, found by its blind index."""
+        ...
+
+    def shared_indexes(self, purpose: str) -> list[tuple[str, ...]]:
+        """Groups of two or more beneficiary ids sharing one ``purpose`` value (by blind index,
+        never by plaintext), each sorted, the groups in order."""
+        ...
+
     def beneficiaries(
         self, programme: str, start: str | None = None, stop: str | None = None
     ) -> Iterator[BeneficiaryRecord]:
