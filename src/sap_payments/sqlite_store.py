@@ -882,118 +882,109 @@ class SQLiteStore:
             "(typeof({c}) = 'text' OR (typeof({c}) = 'blob' AND substr({c}, 1, 1) != x'00' "
             "AND substr({c}, 1, ?) != ?))"
         )
+        stale_values = (len(prefix), prefix)
         done = 0
-        columns = ", ".join(_BENEFICIARY_COLUMNS)
-        # beneficiaries, by rowid
-        last = 0
-        while True:
-            with self.transaction():
-                rows = self._db.execute(
-                    f"SELECT rowid, {columns} FROM beneficiaries WHERE rowid > ? AND "
-                    f"({stale.format(c='details')} OR national_id IS NOT NULL) "
-                    "ORDER BY rowid LIMIT ?",
-                    (last, len(prefix), prefix, batch),
-                ).fetchall()
-                if not rows:
-                    break
-                self._db.executemany(
-                    "UPDATE beneficiaries SET national_id = NULL, details = ?, "
-                    "national_id_index = ?, msisdn_index = ?, account_index = ?, digest = ? "
-                    "WHERE rowid = ?",
-                    (
-                        (*_seal_row(cipher, _open_row(cipher, row[1:]))[DETAILS_FROM:], row[0])
-                        for row in rows
-                    ),
-                )
-                last = rows[-1][0]
-                done += len(rows)
-            if after_batch is not None:
-                after_batch(done)
-        # history, by its key
-        key: tuple[str, int] = ("", -1)
-        while True:
-            with self.transaction():
-                rows = self._db.execute(
-                    "SELECT beneficiary_id, version, record, details FROM beneficiary_history "
-                    "WHERE (beneficiary_id, version) > (?, ?) AND (details IS NULL OR "
-                    f"{stale.format(c='details')}) ORDER BY beneficiary_id, version LIMIT ?",
-                    (*key, len(prefix), prefix, batch),
-                ).fetchall()
-                if not rows:
-                    break
-                updates = []
-                for ident, version, record, details in rows:
-                    sealed = _seal_row(cipher, _open_row(cipher, _history_row(record, details)))
-                    updates.append(
-                        (
-                            json.dumps([*sealed[:DETAILS_FROM], None], ensure_ascii=False),
-                            sealed[DETAILS_FROM],
-                            ident,
-                            version,
-                        )
-                    )
-                self._db.executemany(
-                    "UPDATE beneficiary_history SET record = ?, details = ? "
-                    "WHERE beneficiary_id = ? AND version = ?",
-                    updates,
-                )
-                key = (rows[-1][0], rows[-1][1])
-                done += len(rows)
-            if after_batch is not None:
-                after_batch(done)
-        # a campaign's new accounts awaiting their switch, by their key
-        for table in ("campaign_targets", "mandate_updates"):
-            pair: tuple[str, str] = ("", "")
+
+        def batches(
+            select: str, start: tuple[Any, ...], rewrite: Callable[[list[Any]], None]
+        ) -> None:
+            """Rewrite what ``select`` finds, ``batch`` rows a transaction, walking the table
+            by the key its first ``len(start)`` columns form (so a resumed run starts over)."""
+            nonlocal done
+            key = start
             while True:
                 with self.transaction():
-                    rows = self._db.execute(
-                        f"SELECT campaign, beneficiary_id, details FROM {table} "
-                        "WHERE (campaign, beneficiary_id) > (?, ?) AND details IS NOT NULL "
-                        f"AND {stale.format(c='details')} ORDER BY campaign, beneficiary_id "
-                        "LIMIT ?",
-                        (*pair, len(prefix), prefix, batch),
-                    ).fetchall()
+                    rows = self._db.execute(select, (*key, *stale_values, batch)).fetchall()
                     if not rows:
-                        break
-                    resealed = []
-                    for campaign, ident, details in rows:
-                        aad = f"{table}|details|{ident}".encode()
-                        text = cipher.open(aad, details, (table, "details", ident))
-                        resealed.append((cipher.seal(aad, text), campaign, ident))
-                    self._db.executemany(
-                        f"UPDATE {table} SET details = ? WHERE campaign = ? AND beneficiary_id = ?",
-                        resealed,
-                    )
-                    pair = (rows[-1][0], rows[-1][1])
+                        return
+                    rewrite(rows)
+                    key = tuple(rows[-1][: len(start)])
                     done += len(rows)
                 if after_batch is not None:
                     after_batch(done)
-        # instructions, by rowid
-        last = 0
-        stored = ", ".join(_INSTRUCTION_STORED)
-        while True:
-            with self.transaction():
-                rows = self._db.execute(
-                    f"SELECT rowid, {stored} FROM instructions WHERE rowid > ? AND "
-                    f"((payee IS NULL AND address != '') OR {stale.format(c='payee')}) "
-                    "ORDER BY rowid LIMIT ?",
-                    (last, len(prefix), prefix, batch),
-                ).fetchall()
-                if not rows:
-                    break
-                self._db.executemany(
-                    "UPDATE instructions SET address = ?, payee_name = ?, payee = ? "
-                    "WHERE rowid = ?",
+
+        def beneficiaries(rows: list[Any]) -> None:
+            self._db.executemany(
+                "UPDATE beneficiaries SET national_id = NULL, details = ?, "
+                "national_id_index = ?, msisdn_index = ?, account_index = ?, digest = ? "
+                "WHERE rowid = ?",
+                (
+                    (*_seal_row(cipher, _open_row(cipher, row[1:]))[DETAILS_FROM:], row[0])
+                    for row in rows
+                ),
+            )
+
+        def history(rows: list[Any]) -> None:
+            updates = []
+            for ident, version, record, details in rows:
+                sealed = _seal_row(cipher, _open_row(cipher, _history_row(record, details)))
+                updates.append(
                     (
-                        (sealed[_ADDRESS], sealed[_PAYEE_NAME], sealed[-1], row[0])
-                        for row in rows
-                        for sealed in self.seal_instructions([self._instruction(row[1:])])
-                    ),
+                        json.dumps([*sealed[:DETAILS_FROM], None], ensure_ascii=False),
+                        sealed[DETAILS_FROM],
+                        ident,
+                        version,
+                    )
                 )
-                last = rows[-1][0]
-                done += len(rows)
-            if after_batch is not None:
-                after_batch(done)
+            self._db.executemany(
+                "UPDATE beneficiary_history SET record = ?, details = ? "
+                "WHERE beneficiary_id = ? AND version = ?",
+                updates,
+            )
+
+        def accounts(table: str) -> Callable[[list[Any]], None]:
+            def rewrite(rows: list[Any]) -> None:
+                resealed = []
+                for campaign, ident, details in rows:
+                    aad = f"{table}|details|{ident}".encode()
+                    text = cipher.open(aad, details, (table, "details", ident))
+                    resealed.append((cipher.seal(aad, text), campaign, ident))
+                self._db.executemany(
+                    f"UPDATE {table} SET details = ? WHERE campaign = ? AND beneficiary_id = ?",
+                    resealed,
+                )
+
+            return rewrite
+
+        def instructions(rows: list[Any]) -> None:
+            self._db.executemany(
+                "UPDATE instructions SET address = ?, payee_name = ?, payee = ? WHERE rowid = ?",
+                (
+                    (sealed[_ADDRESS], sealed[_PAYEE_NAME], sealed[-1], row[0])
+                    for row in rows
+                    for sealed in self.seal_instructions([self._instruction(row[1:])])
+                ),
+            )
+
+        batches(  # beneficiaries, by rowid
+            f"SELECT rowid, {', '.join(_BENEFICIARY_COLUMNS)} FROM beneficiaries WHERE rowid > ? "
+            f"AND ({stale.format(c='details')} OR national_id IS NOT NULL) "
+            "ORDER BY rowid LIMIT ?",
+            (0,),
+            beneficiaries,
+        )
+        batches(  # history, by its key
+            "SELECT beneficiary_id, version, record, details FROM beneficiary_history "
+            "WHERE (beneficiary_id, version) > (?, ?) AND (details IS NULL OR "
+            f"{stale.format(c='details')}) ORDER BY beneficiary_id, version LIMIT ?",
+            ("", -1),
+            history,
+        )
+        for table in ("campaign_targets", "mandate_updates"):  # new accounts awaiting a switch
+            batches(
+                f"SELECT campaign, beneficiary_id, details FROM {table} "
+                "WHERE (campaign, beneficiary_id) > (?, ?) AND details IS NOT NULL "
+                f"AND {stale.format(c='details')} ORDER BY campaign, beneficiary_id LIMIT ?",
+                ("", ""),
+                accounts(table),
+            )
+        batches(  # instructions, by rowid
+            f"SELECT rowid, {', '.join(_INSTRUCTION_STORED)} FROM instructions WHERE rowid > ? "
+            f"AND ((payee IS NULL AND address != '') OR {stale.format(c='payee')}) "
+            "ORDER BY rowid LIMIT ?",
+            (0,),
+            instructions,
+        )
         return done
 
     def set_keyring(self, keyring: Keyring) -> None:
