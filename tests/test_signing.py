@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from conftest import RosterLoader, open_ledger, roster_row
 from sap_payments import Ledger, Period
 from sap_payments.cli import main
+from sap_payments.config import Config
 from sap_payments.dispatch import dispatch
+from sap_payments.errors import ConfigError
 from sap_payments.providers import ResultKind
 from sap_payments.signing import (
     APPROVAL_CONTEXT,
@@ -374,3 +376,81 @@ def test_audit_verify_checks_approver_keys_and_approvals(
         _sql(tmp_path, statement)
         problems = [str(p) for p in ledger.verify_audit().problems]
         assert any(found in p for p in problems), problems
+
+
+# -- approver keys pinned in the configuration ------------------------------------------------
+def _pinned_dispatch(ledger: Ledger, provider: Scripted, trusted: Sequence[str]) -> None:
+    dispatch(ledger.store, P, providers={"viettelpay": provider}, trusted_approver_keys=trusted)
+
+
+def _checker_key_id(ledger: Ledger) -> str:
+    (key,) = ledger.approvers()
+    return key.key_id
+
+
+def test_pinned_keys_survive_the_ledgers_keys_being_deleted(tmp_path: Path) -> None:
+    """Without pinning, an insider who deletes the approver keys and the approval from the
+    database turns signing off; with the key ids pinned in the configuration, dispatch still
+    refuses."""
+    ledger, provider = _signed(tmp_path)
+    with ledger:
+        pinned = [_checker_key_id(ledger)]
+        _sql(tmp_path, "DELETE FROM approver_keys")
+        _sql(tmp_path, "UPDATE approvals SET signature = NULL, key_id = NULL")
+        _dispatch(ledger, Scripted())  # unpinned: the database alone decides, and lets it pass
+    (tmp_path / "again").mkdir()
+    ledger, provider = _signed(tmp_path / "again")
+    with ledger:
+        pinned = [_checker_key_id(ledger)]
+        _sql(tmp_path / "again", "DELETE FROM approver_keys")
+        with pytest.raises(SignatureError, match="not registered in this ledger"):
+            _pinned_dispatch(ledger, provider, pinned)
+        _sql(tmp_path / "again", "UPDATE approvals SET signature = NULL, key_id = NULL")
+        with pytest.raises(SignatureError, match="pins approver keys"):
+            _pinned_dispatch(ledger, provider, pinned)
+        assert provider.submits == []
+
+
+def test_a_key_that_is_not_pinned_is_refused(tmp_path: Path) -> None:
+    ledger, provider = _signed(tmp_path)
+    with ledger:
+        with pytest.raises(SignatureError, match="not one of the approver keys"):
+            _pinned_dispatch(ledger, provider, ["0123456789abcdef"])
+        assert provider.submits == []
+        _pinned_dispatch(ledger, provider, [_checker_key_id(ledger)])
+        assert sum(len(batch) for batch in provider.submits) == len(_ids(ledger))
+
+
+def test_a_registered_key_swapped_for_another_is_refused(tmp_path: Path) -> None:
+    """An insider puts their own public key under the approver's key id and signs the manifest
+    with it: the key id no longer matches the key."""
+    ledger, provider = _signed(tmp_path)
+    with ledger:
+        forger = Ed25519PrivateKey.generate()
+        raw = forger.public_key().public_bytes_raw()
+        _sql(tmp_path, "UPDATE approver_keys SET public_key = ?", [raw])
+        approval = ledger.store.approval(PROGRAMME, PERIOD.ordinal)
+        assert approval is not None
+        signature = forger.sign(APPROVAL_CONTEXT + approval.manifest_sha256.encode())
+        _sql(tmp_path, "UPDATE approvals SET signature = ?", [signature])
+        with pytest.raises(SignatureError, match="is not that key"):
+            _dispatch(ledger, provider)
+        assert provider.submits == []
+
+
+def test_the_configuration_pins_approver_keys(tmp_path: Path) -> None:
+    config = Config.loads('approver_keys = ["2d49caa11efd2e7d"]')
+    assert config.approver_keys == ("2d49caa11efd2e7d",)
+    assert Config.loads("").approver_keys == ()
+    for bad in ('approver_keys = "2d49caa11efd2e7d"', 'approver_keys = ["Chị Hà"]'):
+        with pytest.raises(ConfigError, match="approver key ids"):
+            Config.loads(bad)
+    ledger, _ = _signed(tmp_path)
+    ledger.close()
+    with (
+        Ledger.open(
+            tmp_path / "l.db", config=Config.loads('approver_keys = ["0123456789abcdef"]')
+        ) as pinned,
+        pytest.raises(SignatureError, match="not one of the approver keys"),
+    ):
+        pinned.dispatch(P)

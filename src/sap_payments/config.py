@@ -11,6 +11,8 @@
                                           # (default: $SAP_PAYMENTS_KEYRING, else <db>.keyring)
     retention_months = 120                # optional: months after a beneficiary's last month
                                           # before `erase` may remove their personal data
+    approver_keys = ["2d49caa11efd2e7d"]  # optional: the only approver key ids dispatch trusts;
+                                          # when set, every cycle must be signed by one of them
 
     [channels]                            # optional: who pays a channel a beneficiary falls
     postal = "vnpost"                     # back to (default: the first provider of it)
@@ -74,6 +76,9 @@ class Config:
     keyring: Path | None = None
     #: months after a beneficiary's last benefit month before their personal data may be erased
     retention_months: int = 120
+    #: the approver key ids dispatch trusts, pinned outside the database (empty: the ledger's own
+    #: registered keys decide; docs/audit.md)
+    approver_keys: tuple[str, ...] = ()
 
     @property
     def channel_providers(self) -> dict[str, str]:
@@ -112,6 +117,7 @@ class Config:
             "outbox",
             "keyring",
             "retention_months",
+            "approver_keys",
         }
         if unknown:
             raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
@@ -192,6 +198,16 @@ class Config:
             raise ConfigError(
                 "must be a whole number of months", source=source, key="retention_months"
             )
+        approver_keys = data.get("approver_keys", [])
+        if not isinstance(approver_keys, list) or not all(
+            isinstance(k, str) and len(k) == 16 and all(c in "0123456789abcdef" for c in k)
+            for k in approver_keys
+        ):
+            raise ConfigError(
+                "must be a list of approver key ids (16 hex digits, as 'keys approvers' shows)",
+                source=source,
+                key="approver_keys",
+            )
         return cls(
             currency,
             programme,
@@ -203,6 +219,7 @@ class Config:
             outbox_path,
             keyring=keyring_path,
             retention_months=retention,
+            approver_keys=tuple(approver_keys),
         )
 
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -261,8 +261,12 @@ def dispatch(
     programme: str = DEFAULT_PROGRAMME,
     outbox: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    trusted_approver_keys: Collection[str] = (),
 ) -> DispatchResult:
     """Send the cycle's READY instructions to their providers, batch by batch.
+
+    ``trusted_approver_keys``: the approver key ids pinned by the configuration
+    (``approver_keys``); see :func:`sap_payments.signing.check_dispatch`.
 
     First, instructions left SUBMITTED by an earlier run that died mid-call are settled by a
     status query (see :func:`reconcile`) — never sent again blind.
@@ -288,7 +292,13 @@ def dispatch(
         by_provider.setdefault(name, []).append(ident)
     # The approval's signature, and each instruction against what was approved: before any
     # money moves (sap_payments.signing).
-    check_dispatch(store, programme, period, [i for ids in by_provider.values() for i in ids])
+    check_dispatch(
+        store,
+        programme,
+        period,
+        [i for ids in by_provider.values() for i in ids],
+        trusted=trusted_approver_keys,
+    )
     for name, idents in by_provider.items():
         provider = providers.get(name)
         if provider is None:

@@ -218,6 +218,7 @@ class Ledger:
             programme=programme or self.config.programme,
             outbox=self.config.outbox,
             progress=progress,
+            trusted_approver_keys=self.config.approver_keys,
         )
 
     def reconcile(self, period: Period | str, *, programme: str | None = None) -> ReconcileResult:

@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -343,20 +343,46 @@ def check_approver(
 
 
 def check_dispatch(
-    store: Store, programme: str, period: Period, instruction_ids: Sequence[str]
+    store: Store,
+    programme: str,
+    period: Period,
+    instruction_ids: Sequence[str],
+    *,
+    trusted: Collection[str] = (),
 ) -> None:
     """Before a dispatch: the approval's signature holds and every instruction about to be
     sent is in its manifest, unchanged (address fingerprint, amount, currency, provider).
 
+    ``trusted``: approver key ids pinned outside the database (the configuration's
+    ``approver_keys``). When given, the approval must be signed by one of them whatever the
+    ledger's own tables say — deleting or replacing the registered keys in the database does
+    not switch signing off.
+
     Raises:
-        SignatureError: approver keys are registered and the approval is unsigned, or its
-            signature or manifest does not verify.
+        SignatureError: approver keys are registered (or pinned) and the approval is unsigned,
+            or signed by a key that is not pinned, or its signature or manifest does not verify.
         ApprovalMismatch: instructions not covered by the approval, or different from it.
     """
     ordinal = period.ordinal
     approval = store.approval(programme, ordinal)
     keys = {k.key_id: k for k in store.approver_keys()}
     where = f"cycle {period} ({programme})"
+    if trusted:
+        if approval is None or approval.signature is None or approval.key_id is None:
+            raise SignatureError(
+                f"{where}: the configuration pins approver keys (approver_keys) and the "
+                "approval is not signed; it cannot be dispatched"
+            )
+        if approval.key_id not in trusted:
+            raise SignatureError(
+                f"{where}: signed with key {approval.key_id}, which is not one of the approver "
+                "keys the configuration pins (approver_keys)"
+            )
+        if approval.key_id not in keys:
+            raise SignatureError(
+                f"{where}: the pinned key {approval.key_id} that signed the approval is not "
+                "registered in this ledger (run 'audit verify')"
+            )
     if approval is None:
         if keys:
             raise SignatureError(f"{where}: has no signed approval; it cannot be dispatched")
@@ -375,6 +401,11 @@ def check_dispatch(
             )
     else:
         signer = keys.get(approval.key_id)
+        if signer is not None and key_id(signer.public_key) != approval.key_id:
+            raise SignatureError(
+                f"{where}: the public key registered as {approval.key_id} is not that key "
+                "(the ledger's approver keys were edited; run 'audit verify')"
+            )
         if signer is None or not same_person(signer.name, approval.approver):
             raise SignatureError(
                 f"{where}: signed with key {approval.key_id}, which is not the registered key "
