@@ -340,6 +340,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     shared.add_argument("kind", choices=SHARED_KINDS)
     fmt(shared)
+    unflag = beneficiary_actions.add_parser(
+        "unflag",
+        help="clear a beneficiary's open flags (e.g. once re-verified)",
+        parents=[common],
+    )
+    unflag.add_argument("beneficiary_id", metavar="BENEFICIARY_ID")
+    unflag.add_argument("--by", required=True, help="who clears it (recorded)")
+    unflag.add_argument(
+        "--reason", required=True, help="why, without personal data (recorded in the event)"
+    )
+    unflag.add_argument("--kind", help="only flags of this kind (default: every open flag)")
+    programme(unflag)
 
     rules = commands.add_parser("rules", help="the rule set in force", parents=[common])
     rules_actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -638,6 +650,17 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
 
 def _cmd_beneficiary(args: argparse.Namespace, out: TextIO) -> None:
     with _open(args) as ledger:
+        if args.action == "unflag":
+            cleared = ledger.clear_flags(
+                args.beneficiary_id,
+                by=args.by,
+                reason=args.reason,
+                kind=args.kind,
+                programme=args.programme,
+            )
+            kinds = ", ".join(flag.kind for flag in cleared)
+            out.write(f"beneficiary {args.beneficiary_id}: cleared {kinds}\n")
+            return
         if args.action == "find":
             account = None
             if args.account is not None:

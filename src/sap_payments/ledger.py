@@ -112,6 +112,7 @@ from sap_payments.store import (
     ApproverKey,
     BeneficiaryRecord,
     CycleRecord,
+    EventRecord,
     FlagRecord,
     InstructionRecord,
     LineRecord,
@@ -304,6 +305,47 @@ class Ledger:
     def flags(self, *, kind: str | None = None, programme: str | None = None) -> list[FlagRecord]:
         """Open flags on beneficiaries (e.g. ``reverify``), by beneficiary id."""
         return self.store.flags(programme or self.config.programme, kind)
+
+    def clear_flags(
+        self,
+        beneficiary_id: str,
+        *,
+        by: str,
+        reason: str,
+        kind: str | None = None,
+        programme: str | None = None,
+    ) -> list[FlagRecord]:
+        """Clear a beneficiary's open flags (e.g. once re-verified), recording who and why as a
+        ``beneficiary.flag_cleared`` event. A flag raised again later opens anew.
+
+        Raises:
+            InvalidInput: ``by`` or ``reason`` is empty, or the beneficiary has no open flag
+                (of ``kind``).
+        """
+        if not by.strip() or not reason.strip():
+            raise InvalidInput("clearing a flag needs who (by) and why (reason)")
+        programme = programme or self.config.programme
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.store.transaction():
+            cleared = self.store.clear_flags(programme, beneficiary_id, kind, at)
+            if not cleared:
+                what = f"{kind} flag" if kind else "flag"
+                raise InvalidInput(f"beneficiary {beneficiary_id} has no open {what}")
+            self.store.append_events(
+                [
+                    EventRecord(
+                        at,
+                        "beneficiary.flag_cleared",
+                        None,
+                        None,
+                        None,
+                        by.strip(),
+                        f"{beneficiary_id}: {flag.kind}: {reason.strip()}",
+                    )
+                    for flag in cleared
+                ]
+            )
+        return cleared
 
     def __enter__(self) -> Ledger:
         return self

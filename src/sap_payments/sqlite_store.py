@@ -2003,6 +2003,19 @@ class SQLiteStore:
             )
         ]
 
+    def clear_flags(
+        self, programme: str, beneficiary_id: str, kind: str | None, at: str
+    ) -> list[FlagRecord]:
+        cleared = [
+            flag for flag in self.flags(programme, kind) if flag.beneficiary_id == beneficiary_id
+        ]
+        self._db.execute(
+            "UPDATE flags SET cleared_at = ? WHERE programme = ? AND beneficiary_id = ? "
+            "AND cleared_at IS NULL AND (? IS NULL OR kind = ?)",
+            (at, programme, beneficiary_id, kind, kind),
+        )
+        return [flag._replace(cleared_at=at) for flag in cleared]
+
     # -- enrolment campaigns ----------------------------------------------------------------
     def _seal_address(self, table: str, beneficiary_id: str, key: str) -> bytes | str:
         """A campaign's new account (an address key), packed as details are and sealed."""

@@ -645,3 +645,9 @@ class Store(Protocol):
     def flags(self, programme: str, kind: str | None = None) -> list[FlagRecord]:
         """The programme's open flags (of ``kind`` when given), by beneficiary_id then kind."""
         ...
+
+    def clear_flags(
+        self, programme: str, beneficiary_id: str, kind: str | None, at: str
+    ) -> list[FlagRecord]:
+        """Clear the beneficiary's open flags (of ``kind`` when given); returns those cleared."""
+        ...
