@@ -26,11 +26,13 @@ from sap_payments import Ledger
 from sap_payments import cycles as cycles_module
 from sap_payments._chain import GENESIS, encode, event_hash
 from sap_payments.audit import AuditFailed, Checkpoint, InvalidCheckpoint, verify
+from sap_payments.config import Config
 from sap_payments.cycles import CLOSED
-from sap_payments.errors import CycleStateError
+from sap_payments.errors import ConfigError, CycleStateError, InvalidInput
 from sap_payments.signing import generate_signing_key, load_private_key
 
 P = "2021-09"
+PROGRAMME = "monthly-allowance"
 OUTCOMES = ("PAID", "PAID", "FAILED", "PAID", "RETURNED", "UNCLAIMED", "PAID")
 
 
@@ -456,3 +458,47 @@ def test_an_erased_address_still_verifies_and_its_amount_is_still_covered(tmp_pa
         assert [str(p) for p in ledger.verify_audit().problems] == [
             f"instruction {erased.instruction_id}: amount differs from the audit trail"
         ]
+
+
+# -- a checkpoint at every close (checkpoint_key in the configuration) ------------------------
+def test_closing_signs_a_checkpoint_when_the_agency_key_is_configured(tmp_path: Path) -> None:
+    generate_signing_key(tmp_path / "keys" / "agency.pem")
+    config_file = tmp_path / "sap-payments.toml"
+    config_file.write_text(
+        'checkpoint_key = "keys/agency.pem"\ncheckpoints = "checkpoints"\n', encoding="utf-8"
+    )
+    config = Config.load(config_file)
+    assert config.checkpoint_key == tmp_path / "keys" / "agency.pem"
+    with Ledger.open(tmp_path / "l.db", config=config) as ledger:
+        RosterLoader(tmp_path)(ledger, roster_row("B1"), roster_row("B2"))
+        ledger.prepare(P, by="maker")
+        ledger.approve(P, by="checker")
+        for record, _ in ledger.instructions(P):
+            settle(ledger, record.instruction_id, "PAID")
+        closed = ledger.close_cycle(P)
+        assert closed.checkpoint is not None
+        assert closed.checkpoint.signature_valid()
+        assert (
+            closed.checkpoint_file == tmp_path / "checkpoints" / f"checkpoint-{PROGRAMME}-{P}.json"
+        )
+        written = Checkpoint.load(closed.checkpoint_file)
+        assert written == closed.checkpoint == ledger.checkpoint(P)  # stored in the ledger too
+        assert verify(ledger.store, written).problems == ()
+
+
+def test_without_the_key_closing_makes_no_checkpoint(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.db") as ledger:
+        RosterLoader(tmp_path)(ledger, roster_row("B1"))
+        ledger.prepare(P)
+        ledger.approve(P, by="checker")
+        for record, _ in ledger.instructions(P):
+            settle(ledger, record.instruction_id, "PAID")
+        closed = ledger.close_cycle(P)
+        assert (closed.checkpoint, closed.checkpoint_file) == (None, None)
+        with pytest.raises(InvalidInput, match="no checkpoint"):
+            ledger.checkpoint(P)
+
+
+def test_a_configured_checkpoint_key_must_be_a_path() -> None:
+    with pytest.raises(ConfigError, match="signing key"):
+        Config.loads("checkpoint_key = 3")

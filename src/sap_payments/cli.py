@@ -584,6 +584,13 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 f"cycle {closed.period} closed: {closed.paid:,} of {closed.instructed:,} "
                 "instructions paid; settlement figures frozen\n"
             )
+            if closed.checkpoint is not None:
+                where = f" → {closed.checkpoint_file}" if closed.checkpoint_file else ""
+                out.write(
+                    f"audit checkpoint signed (key {closed.checkpoint.key_id}): "
+                    f"{closed.checkpoint.size:,} events, head {closed.checkpoint.head[:16]}…"
+                    f"{where}\n"
+                )
             return
         cycle = ledger.cycle(args.period, programme=args.programme)
         with _Target(args, out) as target:

@@ -13,6 +13,9 @@
                                           # before `erase` may remove their personal data
     approver_keys = ["2d49caa11efd2e7d"]  # optional: the only approver key ids dispatch trusts;
                                           # when set, every cycle must be signed by one of them
+    checkpoint_key = "agency.pem"         # optional: the agency's Ed25519 key; each cycle closed
+                                          # then gets a signed audit checkpoint (docs/audit.md)
+    checkpoints = "checkpoints"           # optional: where those checkpoints are written as JSON
 
     [channels]                            # optional: who pays a channel a beneficiary falls
     postal = "vnpost"                     # back to (default: the first provider of it)
@@ -79,6 +82,10 @@ class Config:
     #: the approver key ids dispatch trusts, pinned outside the database (empty: the ledger's own
     #: registered keys decide; docs/audit.md)
     approver_keys: tuple[str, ...] = ()
+    #: the agency's signing key: closing a cycle signs an audit checkpoint with it (None: not)
+    checkpoint_key: Path | None = None
+    #: where each closed cycle's checkpoint is written as JSON (None: kept in the ledger only)
+    checkpoints: Path | None = None
 
     @property
     def channel_providers(self) -> dict[str, str]:
@@ -118,6 +125,8 @@ class Config:
             "keyring",
             "retention_months",
             "approver_keys",
+            "checkpoint_key",
+            "checkpoints",
         }
         if unknown:
             raise ConfigError("unknown setting", source=source, key=sorted(unknown)[0])
@@ -185,14 +194,11 @@ class Config:
             outbox_path = Path(outbox)
             if not outbox_path.is_absolute() and source != "<string>":
                 outbox_path = Path(source).parent / outbox_path
-        keyring = data.get("keyring")
-        if keyring is not None and (not isinstance(keyring, str) or not keyring):
-            raise ConfigError("must be the path of a keyring file", source=source, key="keyring")
-        keyring_path = None
-        if keyring is not None:
-            keyring_path = Path(keyring)
-            if not keyring_path.is_absolute() and source != "<string>":
-                keyring_path = Path(source).parent / keyring_path
+        keyring_path = _path(data, "keyring", source, "must be the path of a keyring file")
+        checkpoint_key = _path(
+            data, "checkpoint_key", source, "must be the path of the agency's signing key (PEM)"
+        )
+        checkpoints = _path(data, "checkpoints", source, "must be a directory path")
         retention = data.get("retention_months", 120)
         if not isinstance(retention, int) or isinstance(retention, bool) or retention < 0:
             raise ConfigError(
@@ -220,6 +226,8 @@ class Config:
             keyring=keyring_path,
             retention_months=retention,
             approver_keys=tuple(approver_keys),
+            checkpoint_key=checkpoint_key,
+            checkpoints=checkpoints,
         )
 
     @classmethod
@@ -229,6 +237,19 @@ class Config:
             return cls.load(path)
         default = Path("sap-payments.toml")
         return cls.load(default) if default.is_file() else cls()
+
+
+def _path(data: Mapping[str, Any], key: str, source: str, message: str) -> Path | None:
+    """An optional path setting; relative paths are relative to the configuration file."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(message, source=source, key=key)
+    path = Path(value)
+    if not path.is_absolute() and source != "<string>":
+        path = Path(source).parent / path
+    return path
 
 
 def _string_table(data: Mapping[str, Any], key: str, source: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -52,6 +52,9 @@ from sap_payments.store import (
     Move,
     Store,
 )
+
+if TYPE_CHECKING:
+    from sap_payments.audit import Checkpoint
 
 __all__ = [
     "ApplyResult",
@@ -146,6 +149,9 @@ class CloseResult:
     instructed: int
     paid: int
     open: int
+    #: the signed audit checkpoint made at close (``checkpoint_key`` configured), and its file
+    checkpoint: Checkpoint | None = None
+    checkpoint_file: Path | None = None
 
 
 def payment_of(record: InstructionRecord, reference: str) -> Payment:

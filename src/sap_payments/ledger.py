@@ -245,8 +245,25 @@ class Ledger:
         return import_report(self.store, instances[provider], Path(path))
 
     def close_cycle(self, period: Period | str, *, programme: str | None = None) -> CloseResult:
-        """Close a cycle once nothing is open; freezes its settlement figures."""
-        return close_cycle(self.store, period, programme=programme or self.config.programme)
+        """Close a cycle once nothing is open; freezes its settlement figures. With
+        ``checkpoint_key`` configured, the closed cycle's audit trail is verified and a signed
+        checkpoint made (and written to ``checkpoints`` when configured).
+
+        Raises:
+            CycleStateError: instructions are still open, or the cycle is not approved.
+            AuditFailed: the audit trail does not verify; the cycle is closed, unsigned.
+        """
+        programme = programme or self.config.programme
+        closed = close_cycle(self.store, period, programme=programme)
+        if self.config.checkpoint_key is None:
+            return closed
+        checkpoint = self.checkpoint(closed.period, key=self.config.checkpoint_key)
+        written = None
+        if self.config.checkpoints is not None:
+            written = self.config.checkpoints / f"checkpoint-{programme}-{closed.period}.json"
+            written.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write(written)
+        return attrs.evolve(closed, checkpoint=checkpoint, checkpoint_file=written)
 
     def _postal(self, provider: str) -> PostalCashProvider:
         instance = self.provider_instances().get(provider)
