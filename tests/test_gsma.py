@@ -474,7 +474,9 @@ def test_a_batch_in_flight_is_not_taken_for_never_received(tmp_path: Path) -> No
     in another batch, under another correlation id. Within in_flight_grace it is unknown."""
     payments = [pay(f"F{i}") for i in range(4)]
     keys = [p.key for p in payments]
-    with gsma_server(faults=Faults(post_latency=0.5)) as server:
+    # 2 s in flight: long enough that the two looks below happen before it lands, on a busy
+    # machine too (at 0.5 s a loaded CI run could see it landed already)
+    with gsma_server(faults=Faults(post_latency=2.0)) as server:
         hasty = bulk_settings(server, tmp_path, timeout=0.05, max_retries=0)
         with GsmaProvider("p", hasty) as provider, pytest.raises(ProviderTimeout):
             provider.submit(payments)  # the server applies it a moment later
@@ -484,7 +486,7 @@ def test_a_batch_in_flight_is_not_taken_for_never_received(tmp_path: Path) -> No
         with GsmaProvider("p", bulk_settings(server, tmp_path)) as restarted:
             with pytest.raises(ProviderTimeout, match="not found yet"):
                 restarted.status(keys)
-            for _ in range(200):  # until the request lands
+            for _ in range(500):  # until the request lands
                 if server.paid("F3"):
                     break
                 time.sleep(0.01)
