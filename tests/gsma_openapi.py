@@ -9,11 +9,14 @@ ints: they are compared as strings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +233,49 @@ def check_callback(
                 )
         return
     raise SpecViolation(f"no callback {event} on {method} {template}")
+
+
+#: What a callback endpoint received: (headers, body) in arrival order.
+Received = list[tuple[dict[str, str], bytes]]
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """A web app's callback endpoint: it queues what arrives (the ledger applies it later)."""
+
+    queue: Received
+    lock: threading.Lock
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            self.queue.append((dict(self.headers.items()), body))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def callback_endpoint(path: str = "/callbacks") -> Iterator[tuple[str, Received]]:
+    """A loopback HTTP endpoint taking the sandbox server's callbacks (PUT): its URL, and the
+    list what arrives is appended to."""
+    queue: Received = []
+
+    class Handler(_Collector):
+        pass
+
+    Handler.queue = queue
+    Handler.lock = threading.Lock()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    host, port = httpd.server_address[:2]
+    try:
+        yield f"http://{host!s}:{port}{path}", queue
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

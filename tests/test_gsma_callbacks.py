@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conftest import roster_row, write_roster
+from gsma_openapi import Received, callback_endpoint
 from sap_payments import Ledger
 from sap_payments.beneficiaries import Channel, WalletAddress
 from sap_payments.dispatch import dispatch
@@ -176,46 +174,14 @@ def test_a_batch_callback_reads_the_batch(tmp_path: Path) -> None:
 
 
 # -- end to end: callbacks applied to a ledger ----------------------------------------------------
-class _Collector(BaseHTTPRequestHandler):
-    """A web app's callback endpoint: it queues what arrives (the ledger applies it later)."""
-
-    queue: list[tuple[dict[str, str], bytes]]
-    lock: threading.Lock
-    protocol_version = "HTTP/1.1"
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.lock:
-            self.queue.append((dict(self.headers.items()), body))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def endpoint() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    queue: list[tuple[dict[str, str], bytes]] = []
-
-    class Handler(_Collector):
-        pass
-
-    Handler.queue = queue
-    Handler.lock = threading.Lock()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    host, port = httpd.server_address[:2]
-    yield f"http://{host!s}:{port}/gsma/callbacks", queue
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+def endpoint() -> Iterator[tuple[str, Received]]:
+    with callback_endpoint("/gsma/callbacks") as found:
+        yield found
 
 
 def test_duplicate_and_out_of_order_callbacks_settle_each_instruction_once(
-    tmp_path: Path, endpoint: tuple[str, list[tuple[dict[str, str], bytes]]]
+    tmp_path: Path, endpoint: tuple[str, Received]
 ) -> None:
     url, queue = endpoint
     faults = Faults(duplicate_callbacks=True, reorder_callbacks=True, pending_polls=50, seed=5)

@@ -4,9 +4,7 @@ GSMA Mobile Money API 1.2 OpenAPI files — and the validator itself catches a b
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,9 @@ import pytest
 
 from gsma_openapi import (
     OUTSIDE_THE_SPEC,
+    Received,
     SpecViolation,
+    callback_endpoint,
     check_callback,
     check_request,
     check_response,
@@ -126,36 +126,10 @@ def test_oauth_requests_validate(tmp_path: Path) -> None:
                       exchange.request_headers, exchange.request_body)  # fmt: skip
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]]
-    protocol_version = "HTTP/1.1"
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers.items()), body))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    class Handler(_Receiver):
-        pass
-
-    Handler.received = received
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    host, port = httpd.server_address[:2]
-    yield f"http://{host!s}:{port}/callbacks", received
-    httpd.shutdown()
-    httpd.server_close()
+def receiver() -> Iterator[tuple[str, Received]]:
+    with callback_endpoint() as found:
+        yield found
 
 
 def test_callbacks_validate(

@@ -70,7 +70,7 @@ from sap_payments.providers import (
     ProviderError,
     ProviderTimeout,
 )
-from sap_payments.roster import read_table
+from sap_payments.roster import header_positions, read_table
 from sap_payments.store import (
     BeneficiaryRecord,
     CampaignRecord,
@@ -458,22 +458,9 @@ def _sha256(path: Path) -> str:
 
 
 def _header(source: str, header: Sequence[str]) -> dict[str, int]:
-    problems = []
-    seen: dict[str, int] = {}
-    for position, column in enumerate(header):
-        if column in seen:
-            problems.append(RowProblem(1, column, "column appears twice in the header"))
-        elif column not in RESULT_COLUMNS:
-            problems.append(RowProblem(1, column or f"#{position + 1}", "unknown column"))
-        seen.setdefault(column, position)
-    problems.extend(
-        RowProblem(1, column, "column missing from the header")
-        for column in _REQUIRED
-        if column not in seen
+    return header_positions(
+        source, header, RESULT_COLUMNS, required=_REQUIRED, error=InvalidEnrolmentResults
     )
-    if problems:
-        raise InvalidEnrolmentResults(source, problems)
-    return seen
 
 
 class _ResultRows:

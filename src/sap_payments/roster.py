@@ -39,6 +39,7 @@ __all__ = [
     "AREA_COLUMNS",
     "ROSTER_COLUMNS",
     "ImportResult",
+    "header_positions",
     "import_areas",
     "import_roster",
     "read_table",
@@ -254,23 +255,38 @@ def _sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _check_header(source: str, header: Sequence[str], expected: Sequence[str]) -> list[int]:
-    """Positions of the expected columns in the file's header; raise on a bad header."""
+def header_positions(
+    source: str,
+    header: Sequence[str],
+    known: Sequence[str],
+    *,
+    required: Sequence[str] | None = None,
+    error: type[InvalidRoster] = InvalidRoster,
+) -> dict[str, int]:
+    """Column → position in a file's header (line 1). Every problem is named — a column twice,
+    an unknown one, a ``required`` one missing (default: every ``known`` one) — and raised
+    together as ``error``."""
     problems = []
     seen: dict[str, int] = {}
     for position, name in enumerate(header):
         if name in seen:
             problems.append(RowProblem(1, name, "column appears twice in the header"))
-        elif name not in expected:
+        elif name not in known:
             problems.append(RowProblem(1, name or f"#{position + 1}", "unknown column"))
         seen.setdefault(name, position)
     problems.extend(
         RowProblem(1, name, "column missing from the header")
-        for name in expected
+        for name in (known if required is None else required)
         if name not in seen
     )
     if problems:
-        raise InvalidRoster(source, problems)
+        raise error(source, problems)
+    return seen
+
+
+def _check_header(source: str, header: Sequence[str], expected: Sequence[str]) -> list[int]:
+    """Positions of the expected columns in the file's header; raise on a bad header."""
+    seen = header_positions(source, header, expected)
     return [seen[name] for name in expected]
 
 
