@@ -5,6 +5,8 @@ tests that need them skip with a reason when they are absent. ``$ref``s are reso
 file by ``jsonschema``'s registry; OpenAPI 3.0 schemas are JSON Schema draft 4 in spirit
 (``exclusiveMinimum: true``), so a Draft 4 validator checks them. PyYAML reads response codes as
 ints: they are compared as strings.
+
+Also :func:`callback_endpoint`, the loopback endpoint the GSMA tests receive callbacks on.
 """
 
 from __future__ import annotations
