@@ -41,6 +41,7 @@ def bank_ledger(tmp_path: Path, n: int = 6) -> Ledger:
     config = tmp_path / "sap-payments.toml"
     config.write_text(TOML.format(outbox=(tmp_path / "outbox").as_posix()), encoding="utf-8")
     ledger = Ledger.open(tmp_path / "l.db", config=Config.load(config), durable=False)
+    ledger.store.set_ledger_id("0123456789abcdef")  # the simulator's draws follow the ids
     rows = [
         roster_row(
             f"B{k}",

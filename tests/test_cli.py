@@ -27,7 +27,16 @@ AREAS = EXAMPLES / "areas.csv"
 CONFIG = EXAMPLES / "sap-payments.toml"
 PERIOD = "2021-09"
 
-CYCLE_KEYS = ["programme", "period", "state", "currency", "count", "total", "instructions"]
+CYCLE_KEYS = [
+    "programme",
+    "period",
+    "state",
+    "currency",
+    "count",
+    "total",
+    "instructions",
+    "review",
+]
 INSTRUCTION_KEYS = [
     "instruction_id",
     "beneficiary_id",
@@ -42,7 +51,15 @@ INSTRUCTION_KEYS = [
     "commune_code",
     "lines",
 ]
-CHANGES_KEYS = ["programme", "period", "previous_period", "currency", "summary", "changes"]
+CHANGES_KEYS = [
+    "programme",
+    "period",
+    "previous_period",
+    "currency",
+    "summary",
+    "review",
+    "changes",
+]
 CHANGE_KEYS = ["kind", "beneficiary_id", "commune_code", "previous_amount", "amount", "reason"]
 SUMMARY_KEYS = ["added", "removed", "amount_changed", "payee_changed", "held"]
 
@@ -230,7 +247,8 @@ def test_cycle_show_table(approved: list[str]) -> None:
     lines = text.splitlines()
     assert lines[0].split() == list(SHOW_COLUMNS)
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert len(lines) == 2 + 10
+    assert len(lines) == 2 + 10 + 2  # and the approval's digest, after a blank line
+    assert lines[-1].startswith("approved: manifest sha256 ")
     row = next(line for line in lines if "PL-0006" in line)
     assert "1,350,000" in row
     assert "READY" in row

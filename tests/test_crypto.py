@@ -380,7 +380,9 @@ def test_erasure_removes_personal_data_but_keeps_amounts_states_and_events(
     with _erasure_ledger(tmp_path) as ledger:
         ledger.approve(P, by="checker")
         (b1,) = [r for r, _ in ledger.instructions(P) if r.beneficiary_id == "B1"]
-        ledger.store.set_state([b1.instruction_id], "CANCELLED", release_lines=True)
+        ledger.store.set_state(
+            [b1.instruction_id], "CANCELLED", from_state=b1.state, release_lines=True
+        )
         totals = ledger.store.cycle_totals(ledger.config.programme, 24260)
         events = len(list(ledger.store.events()))
         assert ledger.erase(closed_before="2021-10", today=LONG_AFTER, by="dpo") == ["B1"]

@@ -7,6 +7,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_instruction_ids_are_deterministic(ledger: Ledger, load: Loader) -> None
     }
     september = Period.parse("2021-09")
     assert ids == {
-        bid: instruction_id(DEFAULT_PROGRAMME, september, bid, 1)
+        bid: instruction_id(DEFAULT_PROGRAMME, september, bid, 1, ledger_id=ledger.ledger_id)
         for bid in ("B1", "B2", "B3", "B4")
     }
     for iid in ids.values():
@@ -84,21 +85,29 @@ def test_instruction_ids_are_deterministic(ledger: Ledger, load: Loader) -> None
 
 def test_instruction_id_depends_on_every_part() -> None:
     september = Period.parse("2021-09")
-    base = instruction_id("monthly-allowance", september, "B1", 1)
-    assert base == instruction_id("monthly-allowance", september, "B1", 1)
+    ledger_id = "0123456789abcdef"
+    base = instruction_id("monthly-allowance", september, "B1", 1, ledger_id=ledger_id)
+    assert base == instruction_id("monthly-allowance", september, "B1", 1, ledger_id=ledger_id)
     assert len(base) == 27
     variants = {
-        instruction_id("social-pension", september, "B1", 1),
-        instruction_id("monthly-allowance", september.next(), "B1", 1),
-        instruction_id("monthly-allowance", september, "B2", 1),
-        instruction_id("monthly-allowance", september, "B1", 2),
+        instruction_id("social-pension", september, "B1", 1, ledger_id=ledger_id),
+        instruction_id("monthly-allowance", september.next(), "B1", 1, ledger_id=ledger_id),
+        instruction_id("monthly-allowance", september, "B2", 1, ledger_id=ledger_id),
+        instruction_id("monthly-allowance", september, "B1", 2, ledger_id=ledger_id),
+        instruction_id("monthly-allowance", september, "B1", 1, ledger_id="fedcba9876543210"),
     }
     assert base not in variants
-    assert len(variants) == 4
-    assert instruction_id("monthly-allowance", september.next(), "B1", 1).startswith("202110-")
+    assert len(variants) == 5
+    assert instruction_id(
+        "monthly-allowance", september.next(), "B1", 1, ledger_id=ledger_id
+    ).startswith("202110-")
 
 
-def test_two_ledgers_prepare_the_same_instructions(tmp_path: Path, load: Loader) -> None:
+def test_two_ledgers_prepare_the_same_instructions_under_their_own_ids(
+    tmp_path: Path, load: Loader
+) -> None:
+    """The same roster gives the same instructions in two ledgers; only the ids differ (they
+    carry each ledger's id, so one ledger's answers never name the other's instructions)."""
     snapshots = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -106,7 +115,17 @@ def test_two_ledgers_prepare_the_same_instructions(tmp_path: Path, load: Loader)
             load(ledger, *ROSTER)
             ledger.prepare("2021-09")
             snapshots.append(_snapshot(ledger, "2021-09"))
-    assert snapshots[0] == snapshots[1]
+
+    def without_ids(snapshot: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """Each row but its id, and its lines but theirs."""
+        found = []
+        for row in snapshot:
+            lines = cast("tuple[tuple[object, ...], ...]", row[-1])
+            found.append((*row[1:-1], *(line[1:] for line in lines)))
+        return found
+
+    assert without_ids(snapshots[0]) == without_ids(snapshots[1])
+    assert not {row[0] for row in snapshots[0]} & {row[0] for row in snapshots[1]}
     assert len(snapshots[0]) == 4
 
 
@@ -158,7 +177,9 @@ def test_re_preparing_after_a_roster_change_revises_cancels_and_creates(
         "B2": (ids["B2"], "CANCELLED", 360_000),
         "B3": (ids["B3"], "CREATED", 360_000),
         "B5": (
-            instruction_id(DEFAULT_PROGRAMME, Period.parse("2021-09"), "B5", 1),
+            instruction_id(
+                DEFAULT_PROGRAMME, Period.parse("2021-09"), "B5", 1, ledger_id=ledger.ledger_id
+            ),
             "CREATED",
             360_000,
         ),
@@ -200,8 +221,16 @@ def test_back_in_payment_in_the_same_cycle_gets_a_second_instruction(
     september = Period.parse("2021-09")
     states = [(r.instruction_id, r.seq, r.state) for r, _ in ledger.instructions("2021-09")]
     assert states == [
-        (instruction_id(DEFAULT_PROGRAMME, september, "B1", 1), 1, "CANCELLED"),
-        (instruction_id(DEFAULT_PROGRAMME, september, "B1", 2), 2, "CREATED"),
+        (
+            instruction_id(DEFAULT_PROGRAMME, september, "B1", 1, ledger_id=ledger.ledger_id),
+            1,
+            "CANCELLED",
+        ),
+        (
+            instruction_id(DEFAULT_PROGRAMME, september, "B1", 2, ledger_id=ledger.ledger_id),
+            2,
+            "CREATED",
+        ),
     ]
 
 

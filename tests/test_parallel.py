@@ -71,6 +71,8 @@ def test_parallel_prepare_matches_one_process(
     results = {}
     for workers in (1, 3):
         with Ledger.open(tmp_path / f"ledger-{workers}.db", durable=False) as ledger:
+            # the same ledger id in both, so that the ids (which carry it) compare too
+            ledger.store.set_ledger_id("0123456789abcdef")
             ledger.import_roster(roster)
             first = ledger.prepare("2021-09", workers=workers)
             ledger.import_roster(second)

@@ -271,7 +271,9 @@ def test_an_instruction_added_after_approval_is_not_covered(tmp_path: Path) -> N
                 instruction_id="202109-FORGEDFORGEDFORGED00", beneficiary_id="B-forged", seq=1
             )
             ledger.store.insert_instructions([forged], "2021-09-02T00:00:00+00:00")
-            ledger.store.set_state([forged.instruction_id], "READY", release_lines=False)
+            ledger.store.set_state(
+                [forged.instruction_id], "READY", from_state=forged.state, release_lines=False
+            )
         with pytest.raises(ApprovalMismatch, match="not covered by the approval") as caught:
             _dispatch(ledger, provider)
         assert caught.value.instruction_ids == ("202109-FORGEDFORGEDFORGED00",)

@@ -2,21 +2,36 @@
 
 ``keys generate-signing-key|add-approver|approvers`` join the ``keys`` group (the keyring's
 commands live in :mod:`sap_payments._keys_cli`); ``audit verify|checkpoint`` are a group of
-their own.
+their own. The options that bind ``cycle approve`` to the review (``--expect-digest``,
+``--expect-count``, ``--expect-total``) and the review line ``cycle show`` and ``report
+changes`` print are here too.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from sap_payments.audit import AuditFailed, AuditReport
+from sap_payments.errors import InvalidInput
 from sap_payments.ledger import Ledger
-from sap_payments.signing import generate_signing_key
+from sap_payments.money import MINOR_UNITS, Money
+from sap_payments.signing import CycleReview, generate_signing_key
 
-__all__ = ["SIGNING_ACTIONS", "add_audit_parsers", "audit_command", "signing_command"]
+__all__ = [
+    "SIGNING_ACTIONS",
+    "add_audit_parsers",
+    "add_expect_arguments",
+    "audit_command",
+    "expectations",
+    "parse_total",
+    "signing_command",
+    "write_review",
+]
 
 #: The ``keys`` actions handled here.
 SIGNING_ACTIONS: Final = frozenset({"generate-signing-key", "add-approver", "approvers"})
@@ -144,3 +159,68 @@ def audit_command(
         f"checkpoint of cycle {checkpoint.period} ({checkpoint.programme}): events "
         f"1-{checkpoint.size}, head {checkpoint.head}, key {checkpoint.key_id} → {args.out}\n"
     )
+
+
+# -- binding an approval to the review ---------------------------------------------------------
+def add_expect_arguments(parser: argparse.ArgumentParser) -> None:
+    """``cycle approve``'s ``--expect-digest``, ``--expect-count`` and ``--expect-total``."""
+    parser.add_argument(
+        "--expect-digest",
+        metavar="HEX",
+        help="the review digest 'cycle show' or 'report changes' printed: nothing is approved "
+        "if the cycle changed since (recommended)",
+    )
+    parser.add_argument(
+        "--expect-count",
+        type=int,
+        metavar="N",
+        help="the number of instructions reviewed: refuse if the cycle now has another",
+    )
+    parser.add_argument(
+        "--expect-total",
+        metavar="AMOUNT",
+        help="the total reviewed, as printed ('6,390,000 VND') or in minor units: refuse if the "
+        "cycle's total differs",
+    )
+
+
+def parse_total(text: str, currency: str) -> Money:
+    """An amount as a clerk types it: ``6,390,000``, ``6390000 VND``, ``1 250.50 USD``; in
+    ``currency`` unless the text names one."""
+    number, _, named = text.strip().rpartition(" ")
+    if not (named.isalpha() and number):
+        number, named = text.strip(), currency
+    named = named.upper()
+    digits = "".join(c for c in number if c not in ", _")
+    try:
+        value = Decimal(digits).scaleb(MINOR_UNITS[named])
+    except (InvalidOperation, KeyError):
+        value = Decimal("NaN")
+    if not value.is_finite() or value != value.to_integral_value() or value < 0:
+        raise InvalidInput(f"--expect-total: not an amount in {named}: {text!r}")
+    return Money(int(value), named)
+
+
+def expectations(args: argparse.Namespace, ledger: Ledger) -> dict[str, Any]:
+    """The ``expect_*`` keywords of :meth:`Ledger.approve` from the command line."""
+    total = None
+    if args.expect_total is not None:
+        currency = ledger.cycle(args.period, programme=args.programme).currency
+        total = parse_total(args.expect_total, currency)
+    return {
+        "expect_digest": args.expect_digest,
+        "expect_count": args.expect_count,
+        "expect_total": total,
+    }
+
+
+def write_review(args: argparse.Namespace, out: TextIO, review: CycleReview | None) -> None:
+    """The review line of ``cycle show`` and ``report changes``: after a table on the
+    command's output; on stderr when the report went to a file (``--output``) or is CSV, so
+    that neither the output nor the CSV changes. JSON holds it (``"review"``)."""
+    if review is None:
+        return
+    if args.output is None and args.format == "table":
+        out.write(f"\n{review}\n")
+    elif args.output is not None or args.format == "csv":
+        sys.stderr.write(f"{review}\n")

@@ -20,9 +20,18 @@ def atomic_file(target: Path, mode: str) -> Iterator[IO[Any]]:
     temporary file is removed and ``target`` is left as it was. As with ``tempfile.mkstemp``, the
     file is readable by its owner only (0600): files in the roster format usually hold personal
     data.
+
+    Raises:
+        FileNotFoundError: the folder does not exist (the message names it).
     """
     directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        # the temporary file's name would mean nothing to the reader: name the folder
+        if directory.is_dir():
+            raise
+        raise type(exc)(exc.errno, f"the folder {directory} does not exist") from None
     try:
         if mode == "w":
             fh: IO[Any] = os.fdopen(fd, "w", encoding="utf-8", newline="")

@@ -2,13 +2,25 @@
 of a million beneficiaries. Each worker takes a slice, writes its rows to a scratch SQLite file
 and returns a small summary; the parent then moves the rows into the ledger set-wise, inside
 its own transaction, so nothing is applied unless everything is.
+
+Workers die with their parent, even one killed by SIGKILL, which cannot clean up: on Linux the
+kernel sends them SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); elsewhere a watchdog
+thread in each worker notices that its parent has gone. Without this, a killed import would
+leave its workers (each holding a share of the roster in memory) blocked on their task pipe for
+good. The scratch files they wrote are removed by the next run (``sap_payments._scratch``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,9 +29,43 @@ __all__ = ["WorkerPool", "count_progress", "worker_pool"]
 _counter: Any = None
 
 
-def _init(counter: Any) -> None:
+#: prctl(2) option: the signal this process gets when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+
+
+def _init(counter: Any, parent: int) -> None:
     global _counter
     _counter = counter
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker: end this process as soon as ``parent`` (the pid of the process that started
+    it) dies, however it dies."""
+    if not _parent_death_signal():
+        threading.Thread(
+            target=_watch_parent, args=(parent,), name="sap-payments-watchdog", daemon=True
+        ).start()
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+
+def _parent_death_signal() -> bool:
+    """Ask the kernel for SIGKILL when the parent dies; False where prctl(2) does not exist."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return bool(prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0)
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """An orphan is handed to another parent (init, or a subreaper): then stop at once."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def count_progress(done: int) -> None:
@@ -73,6 +119,6 @@ def worker_pool(workers: int) -> Iterator[WorkerPool]:
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     counter = context.Value("q", 0)
     with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init, initargs=(counter,)
+        workers, mp_context=context, initializer=_init, initargs=(counter, os.getpid())
     ) as pool:
         yield WorkerPool(pool, counter)

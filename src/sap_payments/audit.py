@@ -7,8 +7,10 @@ beneficiary, provider and a fingerprint of the address), so the instructions tab
 checked against the chain.
 
 :func:`verify` walks the chain and reports the first events that do not hash as recorded, rows
-missing from it or never sealed into it, and instructions whose amount, payee, address or state
-differ from what the chain says. A chain only proves that the log is consistent with itself:
+missing from it or never sealed into it, moves of an instruction that its lifecycle cannot make
+(each instruction's events replayed through the transition table: a payment recorded twice, a
+move out of a final state), and instructions whose amount, payee, address or state differ from
+what the chain says. A chain only proves that the log is consistent with itself:
 whoever can write the database can rewrite the whole log and recompute every hash. A
 *checkpoint* closes that gap: when a cycle is closed, :func:`make_checkpoint` signs (with the
 agency's Ed25519 key) the number of events and the chain's head hash, as a small JSON file
@@ -41,6 +43,7 @@ from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.crypto import ERASED
 from sap_payments.cycles import CLOSED, require_cycle
 from sap_payments.errors import CycleStateError, InvalidInput, StateError
+from sap_payments.instructions import TRANSITIONS, InstructionState
 from sap_payments.periods import Period
 from sap_payments.signing import (
     APPROVAL_CONTEXT,
@@ -85,6 +88,8 @@ class AuditProblem:
     instruction_id: str | None = None
 
     def __str__(self) -> str:
+        if self.seq is not None and self.instruction_id is not None:
+            return f"event {self.seq}: instruction {self.instruction_id}: {self.message}"
         if self.seq is not None:
             return f"event {self.seq}: {self.message}"
         if self.instruction_id is not None:
@@ -225,15 +230,80 @@ def _digest(content: str) -> bytes:
     )
 
 
+#: The moves the transition table allows, as the ledger stores states: (from, to) text pairs.
+_ALLOWED: Final = frozenset(
+    (start.value, end.value) for start, targets in TRANSITIONS.items() for end in targets
+)
+#: Each state's text, so the replay holds one string object per state, not one per event.
+_STATE_TEXT: Final = {state.value: state.value for state in InstructionState}
+_CREATED: Final = InstructionState.CREATED.value
+#: The event that revises an instruction's amount or payee: it may keep the state.
+_REVISED: Final = "instruction.revised"
+
+
+def _replay(
+    seq: int, ident: str, to: str, event: EventRecord, states: dict[str, str], problems: _Problems
+) -> None:
+    """Replay one move of an instruction through the transition table, from the state the
+    events before it left (``states``), and report a move its lifecycle cannot make.
+
+    The hash chain covers whatever was appended; this catches what a race or a bug appends
+    well-formed: the same move recorded twice (two SUBMITTED → PAID), a move out of a final
+    state (RETURNED → PAID), a move that starts from another state than the instruction was
+    in, a move the table does not have, a move of an instruction never created. A creation
+    (``from_state`` NULL) starts an instruction in CREATED; ``instruction.revised`` may keep
+    the state."""
+    to = _STATE_TEXT.get(to, to)
+    current = states.get(ident)
+    start = event.from_state
+    kind = event.kind
+    if start is None:
+        if current is None:
+            if to != _CREATED:
+                problems.add(
+                    f"{kind}: an instruction starts CREATED, not {to}", seq=seq, instruction=ident
+                )
+        elif (current, to) not in _ALLOWED:
+            problems.add(
+                f"{kind} creates it, but it exists already ({current})",
+                seq=seq,
+                instruction=ident,
+            )
+    else:
+        if current is None:
+            problems.add(
+                f"{kind} moves it from {start}, but it was never created",
+                seq=seq,
+                instruction=ident,
+            )
+        elif start != current:
+            twice = ": the same move recorded twice" if to == current else ""
+            problems.add(
+                f"{kind} moves it from {start}, but the events before left it {current}{twice}",
+                seq=seq,
+                instruction=ident,
+            )
+        if (start, to) not in _ALLOWED and not (start == to and kind == _REVISED):
+            problems.add(
+                f"{kind}: {start} → {to} is not a move the transition table allows",
+                seq=seq,
+                instruction=ident,
+            )
+    states[ident] = to
+
+
 def verify(store: Store, checkpoint: Checkpoint | None = None, *, limit: int = 100) -> AuditReport:
-    """Check the audit trail: the hash chain, the chain head, the instructions against it and,
-    when given, a checkpoint (its signature, and that the log still begins with the events it
-    covers). Reads the whole log once; holds a small digest per instruction."""
+    """Check the audit trail: the hash chain, the chain head, each instruction's moves replayed
+    through the transition table, the instructions against it and, when given, a checkpoint
+    (its signature, and that the log still begins with the events it covers). Reads the whole
+    log once, in seq order; holds a small digest and a state per instruction. An empty log
+    verifies."""
     problems = _Problems(limit)
     head = store.chain_head()
     previous = pure = GENESIS
     last = count = 0
-    at_head: bytes | None = None
+    # an empty log sealed by a transaction that wrote no event has its head at event 0
+    at_head: bytes | None = GENESIS if head is not None and head[0] == 0 else None
     at_checkpoint: bytes | None = None
     contents: dict[str, bytes] = {}
     states: dict[str, str] = {}
@@ -268,8 +338,12 @@ def verify(store: Store, checkpoint: Checkpoint | None = None, *, limit: int = 1
         if ident is not None:
             if event.content is not None:
                 contents[ident] = _digest(event.content)
-            if event.to_state is not None:
-                states[ident] = event.to_state
+            to, start = event.to_state, event.from_state
+            if to is not None:  # a move (result.ignored and the like move nothing)
+                if start is not None and states.get(ident) == start and (start, to) in _ALLOWED:
+                    states[ident] = _STATE_TEXT[to]  # the usual move, replayed inline
+                else:
+                    _replay(seq, ident, to, event, states, problems)
         elif event.kind in _SIGNING_KINDS and event.detail is not None:
             signing.append((seq, event.kind, event.detail))
     if head is not None:

@@ -13,15 +13,16 @@ words a clerk can check against the decisions on file:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 
 from sap_payments.config import DEFAULT_PROGRAMME
-from sap_payments.cycles import require_cycle
+from sap_payments.cycles import DISCARDED, require_cycle, reviewing
 from sap_payments.instructions import InstructionState, LineKind
 from sap_payments.periods import Period
 from sap_payments.rules import RuleSet
+from sap_payments.signing import CycleReview
 from sap_payments.store import BeneficiaryRecord, InstructionRecord, LineRecord, Store
 
 __all__ = ["CHANGE_KINDS", "Change", "ChangeReport", "change_report"]
@@ -48,6 +49,9 @@ class ChangeReport:
     previous_period: Period | None
     currency: str
     changes: tuple[Change, ...]
+    #: the digest, count and total to approve the cycle with (``approve(expect_digest=...)``),
+    #: computed from the instructions this report read; None when there is none to give
+    review: CycleReview | None = None
 
     def summary(self) -> dict[str, int]:
         counts = dict.fromkeys(CHANGE_KINDS, 0)
@@ -88,12 +92,16 @@ def _held(store: Store, pairs: list[_Pair]) -> _Pair | None:
     return None
 
 
-def _grouped(store: Store, programme: str, period: int | None) -> Iterator[tuple[str, list[_Pair]]]:
+def _grouped(
+    store: Store, programme: str, period: int | None, rows: Iterable[_Pair] | None = None
+) -> Iterator[tuple[str, list[_Pair]]]:
     if period is None:
         return
     current: str | None = None
     pairs: list[_Pair] = []
-    for record, lines in store.cycle_instructions(programme, period, with_lines=True):
+    if rows is None:
+        rows = store.cycle_instructions(programme, period, with_lines=True)
+    for record, lines in rows:
         if record.beneficiary_id != current and pairs:
             yield current, pairs  # type: ignore[misc]  # set with the first pair
             pairs = []
@@ -182,12 +190,19 @@ def change_report(
     if isinstance(period, str):
         period = Period.parse(period)
     cycle = require_cycle(store, programme, period)
-    earlier = [c.period for c in store.cycles(programme) if c.period < period.ordinal]
+    earlier = [
+        c.period
+        for c in store.cycles(programme)
+        if c.period < period.ordinal and c.state != DISCARDED
+    ]
     previous = earlier[-1] if earlier else None
     explain = _Explainer(store, rules, programme, period, previous is None)
     changes: list[Change] = []
     old_groups = _grouped(store, programme, previous)
-    new_groups = _grouped(store, programme, period.ordinal)
+    rows, review = reviewing(
+        store, cycle, store.cycle_instructions(programme, period.ordinal, with_lines=True)
+    )
+    new_groups = _grouped(store, programme, period.ordinal, rows)
     old = next(old_groups, None)
     new = next(new_groups, None)
     while old is not None or new is not None:
@@ -280,4 +295,5 @@ def change_report(
         Period(previous) if previous is not None else None,
         cycle.currency,
         tuple(changes),
+        review(),
     )

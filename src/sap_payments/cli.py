@@ -1,7 +1,9 @@
 """``sap-payments``: the command line for scripts and clerks.
 
 Every command exits 0 on success and non-zero on any error, with a one-line cause on stderr
-(``--debug`` adds the traceback). Long work shows progress on stderr when it is a terminal.
+(``--debug`` adds the traceback); ``cycle dispatch`` exits 3 when instructions wait for a
+provider that is not configured (docs/formats.md, section 5). Long work shows progress on
+stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Any, TextIO
 from sap_payments._audit_cli import (
     SIGNING_ACTIONS,
     add_audit_parsers,
+    add_expect_arguments,
     audit_command,
+    expectations,
     signing_command,
+    write_review,
 )
 from sap_payments._enrolment_cli import (
     add_campaign_parser,
@@ -30,6 +35,7 @@ from sap_payments._enrolment_cli import (
 )
 from sap_payments._keys_cli import add_keys_parsers, erase_command, keys_command
 from sap_payments.config import Config
+from sap_payments.cycles import reviewing
 from sap_payments.errors import InvalidInput, SapPaymentsError
 from sap_payments.ledger import SHARED_KINDS, Ledger
 from sap_payments.output import FORMATS
@@ -51,6 +57,7 @@ __all__ = ["main"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_WAITING = 3  # cycle dispatch: instructions wait for a provider that is not configured
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -158,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
             help="processes for large inputs (default: the CPUs, at most 4; small inputs use 1)",
         )
 
+    def lease_wait(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="when another run holds the cycle (dispatch, reconcile, close), wait this long "
+            "for it instead of exiting 1 at once (default: 0)",
+        )
+
     def fmt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=FORMATS, default="table", help="output format")
         p.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
@@ -201,8 +218,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     prep.add_argument("--by", help="who prepares (the maker: someone else must approve)")
+    prep.add_argument(
+        "--allow-future",
+        action="store_true",
+        help="prepare a month beyond next month, on purpose (refused otherwise)",
+    )
     programme(prep)
     workers(prep)
+    discard = cycles.add_parser(
+        "discard",
+        help="discard a prepared, unapproved cycle: its drafts are cancelled, it blocks no month",
+        parents=[common],
+    )
+    discard.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
+    discard.add_argument("--by", help="who discards it (recorded)")
+    discard.add_argument("--reason", help="why (recorded with the cycle.discarded event)")
+    programme(discard)
     appr = cycles.add_parser(
         "approve", help="approve a prepared cycle (CREATED → READY)", parents=[common]
     )
@@ -214,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the approver's private signing key (needed once approver keys are registered)",
     )
+    add_expect_arguments(appr)
     programme(appr)
     for action, text in (
         ("dispatch", "send the cycle's READY instructions to their providers"),
@@ -223,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = cycles.add_parser(action, help=text, parents=[common])
         sub.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
         programme(sub)
+        lease_wait(sub)
     window = cycles.add_parser(
         "close-window",
         help="close a postal provider's payment window: uncollected cash becomes UNCLAIMED",
@@ -234,6 +267,7 @@ def _parser() -> argparse.ArgumentParser:
         "--early", action="store_true", help="close before the window's last day, on purpose"
     )
     programme(window)
+    lease_wait(window)
     show = cycles.add_parser("show", help="list a cycle's instructions", parents=[common])
     show.add_argument("--period", type=_period, required=True, metavar="YYYY-MM")
     programme(show)
@@ -514,6 +548,7 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                     progress=progress,
                     workers=args.workers,
                     by=args.by,
+                    allow_future=args.allow_future,
                 )
             finally:
                 progress.done()
@@ -532,25 +567,41 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
             for key, total in result.by_area.items():
                 out.write(f"  {_area_label(key, names):<34} {total.count:>9,}  {total.amount}\n")
             return
+        if args.action == "discard":
+            discarded = ledger.discard_cycle(
+                args.period, programme=args.programme, by=args.by, reason=args.reason
+            )
+            out.write(
+                f"cycle {discarded.period} ({discarded.programme}) discarded: "
+                f"{discarded.cancelled:,} draft instructions cancelled (their months are due "
+                "again); the month can be prepared again\n"
+            )
+            return
         if args.action == "approve":
+            expected = expectations(args, ledger)
             approval = ledger.approve(
-                args.period, by=args.by, programme=args.programme, key=args.key
+                args.period, by=args.by, programme=args.programme, key=args.key, **expected
             )
             out.write(
                 f"cycle {approval.period} approved by {approval.approved_by}: "
                 f"{approval.ready:,} instructions ready, total {approval.total}; "
                 f"{approval.cancelled_held:,} held instructions cancelled (their months stay due)\n"
             )
+            reviewed = " (as reviewed)" if any(v is not None for v in expected.values()) else ""
             if approval.key_id is not None:
                 out.write(
                     f"signed with key {approval.key_id}; manifest sha256 "
-                    f"{approval.manifest_sha256}\n"
+                    f"{approval.manifest_sha256}{reviewed}\n"
                 )
+            elif reviewed:
+                out.write(f"manifest sha256 {approval.manifest_sha256}{reviewed}\n")
             return
         if args.action == "dispatch":
             progress = _progress(args, "instructions sent")
             try:
-                sent = ledger.dispatch(args.period, programme=args.programme, progress=progress)
+                sent = ledger.dispatch(
+                    args.period, programme=args.programme, progress=progress, wait=args.wait
+                )
             finally:
                 progress.done()
             out.write(
@@ -560,9 +611,10 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
             )
             for error in sent.errors:
                 out.write(f"  warning: {error}\n")
+            _check_nothing_waits(ledger, args)
             return
         if args.action == "reconcile":
-            done = ledger.reconcile(args.period, programme=args.programme)
+            done = ledger.reconcile(args.period, programme=args.programme, wait=args.wait)
             out.write(
                 f"cycle {args.period}: {done.queried:,} queried, {done.applied:,} results "
                 f"applied, {done.ignored:,} stale results ignored; {done.open:,} still open\n"
@@ -570,7 +622,11 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
             return
         if args.action == "close-window":
             window = ledger.close_window(
-                args.period, provider=args.provider, programme=args.programme, early=args.early
+                args.period,
+                provider=args.provider,
+                programme=args.programme,
+                early=args.early,
+                wait=args.wait,
             )
             out.write(
                 f"cycle {window.period}, {window.provider}: window closed; {window.unclaimed:,} "
@@ -579,7 +635,7 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
             )
             return
         if args.action == "close":
-            closed = ledger.close_cycle(args.period, programme=args.programme)
+            closed = ledger.close_cycle(args.period, programme=args.programme, wait=args.wait)
             out.write(
                 f"cycle {closed.period} closed: {closed.paid:,} of {closed.instructed:,} "
                 "instructions paid; settlement figures frozen\n"
@@ -593,8 +649,31 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 )
             return
         cycle = ledger.cycle(args.period, programme=args.programme)
+        rows, review = reviewing(ledger.store, cycle, ledger.instructions(cycle=cycle))
         with _Target(args, out) as target:
-            write_cycle(target, args.format, cycle, ledger.instructions(cycle=cycle))
+            write_cycle(target, args.format, cycle, rows, review=review)
+        write_review(args, out, review())
+
+
+class _InstructionsWait(Exception):
+    """Dispatch done, but READY instructions are left: exit ``EXIT_WAITING``, so that a
+    scheduled run is noticed."""
+
+
+def _check_nothing_waits(ledger: Ledger, args: argparse.Namespace) -> None:
+    """After a dispatch, READY instructions are left only for providers not configured."""
+    waiting: dict[str, int] = {}
+    programme = args.programme or ledger.config.programme
+    for _ident, provider in ledger.store.instruction_ids_in_state(
+        programme, args.period.ordinal, "READY"
+    ):
+        waiting[provider] = waiting.get(provider, 0) + 1
+    if waiting:
+        listed = ", ".join(f"provider {name}: {n:,}" for name, n in sorted(waiting.items()))
+        raise _InstructionsWait(
+            f"instructions wait for a provider that is not configured ({listed}); configure it "
+            "in sap-payments.toml and run 'cycle dispatch' again"
+        )
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
@@ -653,6 +732,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> None:
         report = ledger.changes(args.period, programme=args.programme)
     with _Target(args, out) as target:
         write_change_report(target, args.format, report)
+    write_review(args, out, report.review)
 
 
 def _cmd_beneficiary(args: argparse.Namespace, out: TextIO) -> None:
@@ -785,6 +865,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     debug = getattr(args, "debug", False)
     try:
         _COMMANDS[args.command](args, out)
+    except _InstructionsWait as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_WAITING
     except SapPaymentsError as exc:
         if debug:
             traceback.print_exc()

@@ -32,7 +32,7 @@ from typing import Final
 import attrs
 
 from sap_payments.config import DEFAULT_PROGRAMME
-from sap_payments.cycles import require_cycle
+from sap_payments.cycles import DISCARDED, require_cycle
 from sap_payments.errors import StateError
 from sap_payments.instructions import InstructionState
 from sap_payments.money import Money
@@ -532,7 +532,9 @@ def coverage_trend(
         raise ValueError(f"the target must be a whole percentage 0–100, not {target_percent!r}")
     target = Share(target_percent, 100)
     if periods is None:
-        chosen = [Period(cycle.period) for cycle in store.cycles(programme)]
+        chosen = [
+            Period(cycle.period) for cycle in store.cycles(programme) if cycle.state != DISCARDED
+        ]
     else:
         chosen = sorted(set(periods))
     if not chosen:

@@ -3,8 +3,11 @@
 ``prepare`` computes every beneficiary's due months (see :mod:`sap_payments.entitlements`) and
 writes one instruction per beneficiary carrying all its lines, with a deterministic id. It can be
 run again until the cycle is approved: an unchanged beneficiary is left alone, a changed one is
-revised in place (an event says so), one no longer due is cancelled. ``approve`` moves CREATED to
-READY, cancels what is held (those months come back as arrears next cycle) and freezes the cycle.
+revised in place (an event says so), one no longer due is cancelled. A month beyond next month is
+refused unless asked for on purpose (``allow_future``). ``discard_cycle`` drops a cycle prepared
+by mistake before it is approved: its drafts are cancelled and it blocks no other month.
+``approve`` moves CREATED to READY, cancels what is held (those months come back as arrears next
+cycle) and freezes the cycle.
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.providers import Reason
 from sap_payments.rules import RuleSet, canonical_coefficient
-from sap_payments.signing import ApprovalRefused, check_approver, same_person, sign_approval
+from sap_payments.signing import (
+    ApprovalRefused,
+    CycleReview,
+    ReviewDigest,
+    check_approver,
+    check_review,
+    recorded_review,
+    same_person,
+    sign_approval,
+)
 from sap_payments.sqlite_store import SQLiteStore
 from sap_payments.store import (
     BeneficiaryRecord,
@@ -52,11 +64,16 @@ from sap_payments.store import (
 __all__ = [
     "ApprovalResult",
     "ControlTotal",
+    "DiscardResult",
+    "FuturePeriod",
     "PrepareResult",
     "approve",
+    "cycle_review",
+    "discard_cycle",
     "instruction_id",
     "prepare",
     "require_cycle",
+    "reviewing",
     "transition",
 ]
 
@@ -64,6 +81,9 @@ S = InstructionState
 PREPARED: Final = "prepared"
 APPROVED: Final = "approved"
 CLOSED: Final = "closed"
+#: A cycle prepared by mistake and discarded before approval: its drafts are CANCELLED, it
+#: blocks no other month, and preparing its month again starts it afresh (with new ids).
+DISCARDED: Final = "discarded"
 MANDATE_EXPIRED: Final = "mandate expired"
 NO_ADDRESS: Final = "no payable address: every address of the mandate has failed"
 #: Failure reasons that make an address dead: the next cycle pays through the next one.
@@ -75,18 +95,23 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def instruction_id(programme: str, period: Period, beneficiary_id: str, seq: int = 1) -> str:
-    """The deterministic id of a beneficiary's ``seq``-th instruction in a cycle.
+def instruction_id(
+    programme: str, period: Period, beneficiary_id: str, seq: int = 1, *, ledger_id: str
+) -> str:
+    """The deterministic id of a beneficiary's ``seq``-th instruction in a cycle of the ledger
+    ``ledger_id`` (:attr:`~sap_payments.store.Store.ledger_id`).
 
-    ``YYYYMM-`` and 20 hex digits (80 bits) of a SHA-256: 27 characters, short enough for every
-    provider's reference field (ISO 20022 ``EndToEndId`` allows 35), and the same every time the
-    cycle is prepared.
+    ``YYYYMM-`` and 20 hex digits (80 bits) of a SHA-256 over the ledger id, programme, month,
+    beneficiary and sequence: 27 characters, short enough for every provider's reference field
+    (ISO 20022 ``EndToEndId`` allows 35), the same every time the cycle is prepared, and
+    different in another ledger built from the same roster — so one ledger's answers can never
+    name another's instructions.
 
-    >>> instruction_id("monthly-allowance", Period.parse("2021-09"), "PL-000001")[:7]
+    >>> instruction_id("monthly-allowance", Period.parse("2021-09"), "PL-1", ledger_id="ab")[:7]
     '202109-'
     """
     return f"{period.year:04d}{period.month:02d}-" + _digest_id(
-        programme, period, beneficiary_id, seq
+        ledger_id, programme, period, beneficiary_id, seq
     )
 
 
@@ -166,10 +191,15 @@ def mandate_addresses(record: BeneficiaryRecord) -> list[tuple[str, str]]:
 
 
 def _check_order(store: Store, programme: str, period: Period) -> CycleRecord | None:
+    """The cycle of ``period`` when prepared before (a discarded one is returned too, and may be
+    prepared again); refuses an earlier unapproved cycle or any later one (discarded cycles
+    block nothing)."""
     existing = None
     for cycle in store.cycles(programme):
         if cycle.period == period.ordinal:
             existing = cycle
+        elif cycle.state == DISCARDED:
+            continue
         elif cycle.period < period.ordinal and cycle.state == PREPARED:
             raise CycleStateError(
                 programme,
@@ -183,7 +213,7 @@ def _check_order(store: Store, programme: str, period: Period) -> CycleRecord | 
                 str(period),
                 f"a later cycle ({Period.text(cycle.period)}) exists; cycles are prepared in order",
             )
-    if existing is not None and existing.state != PREPARED:
+    if existing is not None and existing.state not in (PREPARED, DISCARDED):
         raise CycleStateError(
             programme, str(period), f"is {existing.state}; an approved cycle cannot be re-prepared"
         )
@@ -192,6 +222,34 @@ def _check_order(store: Store, programme: str, period: Period) -> CycleRecord | 
 
 #: Below this many beneficiaries ``prepare`` stays in one process even when given workers.
 PARALLEL_MIN_BENEFICIARIES: Final = 50_000
+
+
+class FuturePeriod(InvalidInput):
+    """A cycle month beyond next month, not asked for on purpose (``allow_future``).
+
+    Preparing a far month by mistake would pay every month up to it as arrears, and then, until
+    it was discarded, refuse the real month as "earlier". ``latest`` is the last month that may
+    be prepared without ``allow_future`` (next month, from ``today``).
+    """
+
+    def __init__(self, programme: str, period: Period, latest: Period) -> None:
+        super().__init__(
+            f"cycle {period} ({programme}): is beyond next month ({latest}); prepare a later "
+            "month only on purpose, with --allow-future (allow_future=True)"
+        )
+        self.programme = programme
+        self.period = period
+        self.latest = latest
+
+
+def _check_not_future(
+    programme: str, period: Period, today: dt.date | None, allow_future: bool
+) -> None:
+    if allow_future:
+        return
+    latest = Period.containing(today or dt.datetime.now(dt.UTC).date()).next()
+    if period > latest:
+        raise FuturePeriod(programme, period, latest)
 
 
 def prepare(
@@ -205,12 +263,17 @@ def prepare(
     channel_providers: Mapping[str, str] | None = None,
     fallback_pay_points: Mapping[str, str] | None = None,
     by: str | None = None,
+    allow_future: bool = False,
+    today: dt.date | None = None,
 ) -> PrepareResult:
     """Compute the cycle's instructions; again and again until it is approved.
 
     Args:
         by: who prepares the cycle (the maker): the approver must be someone else. Kept from
             an earlier preparation when not given.
+        allow_future: prepare a month beyond next month (refused otherwise: see
+            :class:`FuturePeriod`).
+        today: the date "next month" is counted from (default: today, UTC); for tests.
         channel_providers: the provider that pays each channel when a beneficiary falls back
             to an address of another channel than the roster's (channel → provider name).
         fallback_pay_points: commune → pay point for cash when every address has failed.
@@ -219,9 +282,11 @@ def prepare(
 
     Raises:
         CycleStateError: the cycle is approved, an earlier one is not, or a later one exists.
+        FuturePeriod: the month is beyond next month and ``allow_future`` is not set.
     """
     if isinstance(period, str):
         period = Period.parse(period)
+    _check_not_future(programme, period, today, allow_future)
     names: list[str] = []
     if (
         workers > 1
@@ -237,6 +302,8 @@ def prepare(
         apply_mandate_updates(store, programme, period, _now())
     with store.transaction():
         existing_cycle = _check_order(store, programme, period)
+        if existing_cycle is not None and existing_cycle.state == DISCARDED:
+            existing_cycle = None  # prepared afresh: a new maker, and always recorded
         at = _now()
         if names and isinstance(store, SQLiteStore):
             result = _prepare_parallel(
@@ -457,7 +524,9 @@ class _DirectSink(_Batching):
 
     def cancel(self, live: InstructionRecord, reason: str) -> None:
         check_transition(live.instruction_id, S(live.state), S.CANCELLED)
-        self.store.set_state([live.instruction_id], S.CANCELLED, release_lines=True)
+        self.store.set_state(
+            [live.instruction_id], S.CANCELLED, from_state=live.state, release_lines=True
+        )
         self.store.append_events(
             [
                 EventRecord(
@@ -648,6 +717,7 @@ class _Preparation:
             code: canonical_coefficient(c.coefficient) for code, c in rules.categories.items()
         }
         self._id_prefix = f"{period.year:04d}{period.month:02d}-"
+        self._ledger_id = store.ledger_id
 
     def partial(self) -> _Partial:
         return self._partial
@@ -798,7 +868,9 @@ class _Preparation:
                 seq, ident = live.seq, live.instruction_id
             else:
                 seq = len(earlier) + 1
-                ident = id_prefix + _digest_id(programme, self.period, beneficiary_id, seq)
+                ident = id_prefix + _digest_id(
+                    self._ledger_id, programme, self.period, beneficiary_id, seq
+                )
             instruction = InstructionRecord(
                 ident,
                 programme,
@@ -833,9 +905,12 @@ class _Preparation:
             progress(seen)
 
 
-def _digest_id(programme: str, period: Period, beneficiary_id: str, seq: int) -> str:
-    """80 bits of SHA-256 over what identifies the instruction, as 20 upper-case hex digits."""
-    text = f"{programme}\x1f{period.ordinal}\x1f{beneficiary_id}\x1f{seq}"
+def _digest_id(
+    ledger_id: str, programme: str, period: Period, beneficiary_id: str, seq: int
+) -> str:
+    """80 bits of SHA-256 over what identifies the instruction (the ledger first), as 20
+    upper-case hex digits."""
+    text = f"{ledger_id}\x1f{programme}\x1f{period.ordinal}\x1f{beneficiary_id}\x1f{seq}"
     return hashlib.sha256(text.encode()).hexdigest()[:20].upper()
 
 
@@ -849,18 +924,103 @@ def require_cycle(
     """The cycle, which must exist and, when ``states`` is given, be in one of its keys.
 
     ``states`` maps each state the cycle may NOT be in to the clerk's explanation, e.g.
-    ``{"approved": "is already approved"}``; any state not listed is accepted.
+    ``{"approved": "is already approved"}``; any state not listed is accepted — but a
+    discarded cycle is always refused (``states`` may word why).
 
     Raises:
         CycleNotFound: the cycle was never prepared.
-        CycleStateError: the cycle is in a state listed in ``states``.
+        CycleStateError: the cycle is in a state listed in ``states``, or discarded.
     """
     cycle = store.cycle(programme, period.ordinal)
     if cycle is None:
         raise CycleNotFound(programme, str(period))
-    if states and cycle.state in states:
-        raise CycleStateError(programme, str(period), states[cycle.state])
+    refused = {DISCARDED: _WAS_DISCARDED, **(states or {})}
+    if cycle.state in refused:
+        raise CycleStateError(programme, str(period), refused[cycle.state])
     return cycle
+
+
+_WAS_DISCARDED: Final = "was discarded; prepare it again to use it"
+
+
+@attrs.frozen
+class DiscardResult:
+    """What discarding a cycle did: its draft instructions (CREATED and HELD) cancelled."""
+
+    programme: str
+    period: Period
+    discarded_by: str | None
+    cancelled: int
+
+
+def discard_cycle(
+    store: Store,
+    period: Period | str,
+    *,
+    programme: str = DEFAULT_PROGRAMME,
+    by: str | None = None,
+    reason: str | None = None,
+) -> DiscardResult:
+    """Discard a cycle that was prepared but not approved (e.g. a month prepared by mistake).
+
+    Every draft instruction (CREATED or HELD) moves to CANCELLED through the transition table,
+    one ``instruction.cancelled`` event each, and its months are released; the cycle is kept
+    as ``discarded`` (its history stays readable, its instructions in the audit trail) and a
+    ``cycle.discarded`` event is recorded. A discarded cycle blocks no other month. Its month
+    can be prepared again later: the new drafts get new ids (the sequence in the id counts the
+    cancelled ones), so a discarded id is never reused.
+
+    Raises:
+        CycleNotFound: the cycle was never prepared.
+        CycleStateError: the cycle is approved or closed (its instructions may be on their way
+            to a provider), or discarded already.
+    """
+    if isinstance(period, str):
+        period = Period.parse(period)
+    actor = (by or "").strip() or None
+    at = _now()
+    with store.transaction():
+        cycle = require_cycle(
+            store,
+            programme,
+            period,
+            states={
+                APPROVED: "is approved and cannot be discarded: its instructions are ready to "
+                "be paid (cancel them one by one, or let them run and close the cycle)",
+                CLOSED: "is closed and cannot be discarded",
+                DISCARDED: "is already discarded",
+            },
+        )
+        cancelled = 0
+        for draft in (S.CREATED, S.HELD):
+            check_transition("(cycle)", draft, S.CANCELLED)
+            cancelled += store.bulk_transition(
+                programme,
+                period.ordinal,
+                draft,
+                S.CANCELLED,
+                EventRecord(
+                    at, "instruction.cancelled", None, None, None, actor, "the cycle was discarded"
+                ),
+                release_lines=True,
+            )
+        store.save_cycle(cycle._replace(state=DISCARDED, instructions=0, total=0))
+        why = (reason or "").strip()
+        store.append_events(
+            [
+                EventRecord(
+                    at,
+                    "cycle.discarded",
+                    None,
+                    None,
+                    None,
+                    actor,
+                    f"{programme} {period}: {cancelled} draft instructions cancelled"
+                    + (f"; {why}" if why else ""),
+                )
+            ]
+        )
+    return DiscardResult(programme, period, actor, cancelled)
 
 
 def transition(
@@ -887,7 +1047,12 @@ def transition(
         if record is None:
             raise InstructionNotFound(instruction_id)
         check_transition(instruction_id, record.state, target)
-        store.set_state([instruction_id], target, release_lines=target in REPAYABLE_STATES)
+        store.set_state(
+            [instruction_id],
+            target,
+            from_state=record.state,
+            release_lines=target in REPAYABLE_STATES,
+        )
         store.append_events(
             [
                 EventRecord(
@@ -904,6 +1069,67 @@ def transition(
     return record
 
 
+_L = TypeVar("_L")  # what a report reads with each instruction (its lines, or nothing)
+
+
+def _expected_digest(text: str | None) -> str | None:
+    if text is None:
+        return None
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InvalidInput(
+            f"not a review digest (a SHA-256: 64 hex digits, as 'cycle show' prints it): {text!r}"
+        )
+    return digest
+
+
+def cycle_review(
+    store: Store, period: Period | str, *, programme: str = DEFAULT_PROGRAMME
+) -> CycleReview | None:
+    """What the checker reviews and ``approve(expect_digest=...)`` is bound to: of a prepared
+    cycle, the digest of the manifest its approval would sign, with the count and total of
+    the instructions it would pay; of an approved or closed one, its approval's (None when
+    none is recorded, or the cycle was discarded).
+
+    Raises:
+        CycleNotFound: the cycle was never prepared.
+    """
+    if isinstance(period, str):
+        period = Period.parse(period)
+    cycle = require_cycle(store, programme, period)
+    rows = store.cycle_instructions(programme, period.ordinal) if cycle.state == PREPARED else ()
+    return reviewing(store, cycle, rows)[1]()
+
+
+def reviewing(
+    store: Store, cycle: CycleRecord, rows: Iterable[tuple[InstructionRecord, _L]]
+) -> tuple[Iterator[tuple[InstructionRecord, _L]], Callable[[], CycleReview | None]]:
+    """``rows`` (a cycle's instructions, as a report reads them) passed through, and the
+    cycle's review, to be asked for once they have been read: for a prepared cycle it is
+    computed from those very rows, so a report and the digest it prints agree."""
+    if cycle.state != PREPARED:
+        recorded = recorded_review(store, cycle) if cycle.state != DISCARDED else None
+        return iter(rows), lambda: recorded
+    digest = ReviewDigest(store, cycle)
+
+    def passing() -> Iterator[tuple[InstructionRecord, _L]]:
+        for pair in rows:
+            digest.add(pair[0])
+            yield pair
+
+    done: list[CycleReview] = []
+
+    def review() -> CycleReview:
+        if not done:
+            for _ in passed:  # whatever the reader left unread
+                pass
+            done.append(digest.review())
+        return done[0]
+
+    passed = passing()
+    return passed, review
+
+
 def approve(
     store: Store,
     period: Period | str,
@@ -911,6 +1137,9 @@ def approve(
     by: str,
     programme: str = DEFAULT_PROGRAMME,
     key: Ed25519PrivateKey | None = None,
+    expect_digest: str | None = None,
+    expect_count: int | None = None,
+    expect_total: Money | int | None = None,
 ) -> ApprovalResult:
     """Approve a prepared cycle: CREATED → READY, HELD → CANCELLED; the cycle is then frozen.
 
@@ -918,25 +1147,39 @@ def approve(
     :mod:`sap_payments.signing`), signed with the approver's ``key``: required once approver
     keys are registered in the ledger, refused before.
 
+    ``expect_digest`` (and/or ``expect_count``, ``expect_total``: an int is in the cycle's
+    currency's minor units) binds the approval to what the checker reviewed: the
+    :class:`~sap_payments.signing.CycleReview` that ``cycle show`` and ``report changes``
+    print (:func:`cycle_review`). If the cycle was prepared again since and differs, nothing
+    is approved. Optional, and the recommended practice.
+
     Raises:
         CycleNotFound: the cycle was never prepared.
-        CycleStateError: the cycle is already approved.
+        CycleStateError: the cycle is already approved, closed or discarded.
         ApprovalRefused: ``by`` prepared the cycle (maker-checker), or the key is missing,
             not registered, or not ``by``'s.
-        InvalidInput: ``by`` is empty.
+        CycleChanged (an ApprovalRefused): the cycle is not the one reviewed.
+        InvalidInput: ``by`` is empty, or ``expect_digest`` is not a SHA-256 in hex.
     """
     if isinstance(period, str):
         period = Period.parse(period)
     approver = by.strip()
     if not approver:
         raise InvalidInput("approve needs the approver's name (--by)")
+    digest = _expected_digest(expect_digest)
+    if expect_count is not None and expect_count < 0:
+        raise InvalidInput(f"the expected count must not be negative: {expect_count}")
     at = _now()
     with store.transaction():
         cycle = require_cycle(
             store,
             programme,
             period,
-            states={APPROVED: "is already approved", CLOSED: "is already closed"},
+            states={
+                APPROVED: "is already approved",
+                CLOSED: "is already closed",
+                DISCARDED: "was discarded; prepare it again to approve it",
+            },
         )
         if cycle.prepared_by is not None and same_person(cycle.prepared_by, approver):
             raise ApprovalRefused(
@@ -978,6 +1221,18 @@ def approve(
             )
         )
         signed = sign_approval(store, programme, period.ordinal, approver, cycle.currency, key, at)
+        # Checked on the manifest just recorded, not before the moves: computing it is the
+        # cost of an approval, and a refusal rolls the whole transaction back.
+        check_review(
+            signed,
+            digest=digest,
+            count=expect_count,
+            total=(
+                Money(expect_total, cycle.currency)
+                if isinstance(expect_total, int)
+                else expect_total
+            ),
+        )
         store.append_events(
             [
                 EventRecord(

@@ -324,6 +324,11 @@ def run_demo(
         rows = list(csv.DictReader(handle))
 
     with Ledger.open(directory / "sap-payments.db", config=Config.load(config_path)) as ledger:
+        # a ledger id of the seed's, not a random one: the sandboxes' fates follow the
+        # instruction ids (which carry it), and the demo replays exactly from its seed
+        ledger.store.set_ledger_id(
+            hashlib.sha256(f"sap-payments demo {seed}".encode()).hexdigest()[:16]
+        )
         ledger.import_areas(directory / "areas.csv")
         approver_key, agency_key = _signing_keys(ledger, directory, out)
         for month, period in enumerate(PERIODS):
@@ -359,7 +364,9 @@ def run_demo(
                 for change in report.changes
             )
             out.write(f"; {arrears:,} with arrears, {fallbacks:,} moved to cash\n")
-            approval = ledger.approve(period, by=APPROVER, key=approver_key)
+            # the approval is bound to what the change report showed (its review digest)
+            reviewed = report.review.digest if report.review is not None else None
+            approval = ledger.approve(period, by=APPROVER, key=approver_key, expect_digest=reviewed)
             out.write(
                 f"Approved by {approval.approved_by}: {approval.ready:,} ready, total "
                 f"{approval.total}\n"

@@ -30,8 +30,9 @@ from sap_payments._files import write_atomically
 from sap_payments.beneficiaries import parse_address
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.cycles import CLOSED, PREPARED, require_cycle
-from sap_payments.errors import CycleStateError, InvalidInput
+from sap_payments.errors import CycleStateError, ForeignLedger, InvalidInput
 from sap_payments.instructions import OPEN_STATES, InstructionState, check_transition
+from sap_payments.leases import CycleLease, cycle_lease
 from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.providers import (
@@ -195,22 +196,25 @@ def apply_results(
     *,
     provider: str | None = None,
     actor: str | None = None,
-    known: Mapping[str, tuple[str, str]] | None = None,
+    resend_not_found: bool = False,
 ) -> ApplyResult:
     """Move instructions according to provider results, through the transition table.
 
-    Results for unknown keys are reported back, not applied; stale results are ignored.
-    ``known``: instruction id → (state, provider) as the caller just wrote them (saves reading
-    them again).
+    ``NOT_FOUND`` ("never received") sends an instruction back to READY only with
+    ``resend_not_found``: from a status query made under the cycle's lease, when no send of
+    the cycle can be in flight (:func:`reconcile`). Anywhere else — a report, a callback — it
+    may describe a batch still on the wire, so it is recorded as ``result.ignored``.
+
+    Each result is judged against the instruction's state read in the same transaction as
+    the moves are written, and every move is compare-and-set (``Store.apply_moves``): two
+    commands applying the same answer at once (two reconciles, a callback racing a report)
+    move an instruction once; the second finds it moved and records ``result.ignored``.
+    Results for unknown keys (or another provider's) are reported back, not applied.
     """
     results = list(results)
     at = _now()
     with store.transaction():
-        if known is None:
-            known = {
-                r.instruction_id: (r.state, r.provider)
-                for r in store.instructions_by_id([x.key for x in results])
-            }
+        known = store.states_by_id(sorted({x.key for x in results}))
         state = {key: current for key, (current, _) in known.items()}
         moves: list[Move] = []
         ignored: list[EventRecord] = []
@@ -224,6 +228,8 @@ def apply_results(
             if result.kind == ResultKind.PENDING and current == S.ACCEPTED:
                 continue  # still in progress: nothing new to record
             steps = _STEPS.get((result.kind, current))
+            if result.kind == ResultKind.NOT_FOUND and not resend_not_found:
+                steps = None  # not authoritative here: the send may still be in flight
             if steps is None:
                 ignored.append(
                     EventRecord(
@@ -268,17 +274,21 @@ def dispatch(
     outbox: Path | None = None,
     progress: Callable[[int], None] | None = None,
     trusted_approver_keys: Collection[str] = (),
+    wait: float = 0.0,
 ) -> DispatchResult:
     """Send the cycle's READY instructions to their providers, batch by batch.
 
     ``trusted_approver_keys``: the approver key ids pinned by the configuration
     (``approver_keys``); see :func:`sap_payments.signing.check_dispatch`.
 
+    The run holds the cycle's lease (:mod:`sap_payments.leases`): a second dispatch,
+    reconcile or close of the cycle waits ``wait`` seconds for it, then raises ``CycleBusy``.
     First, instructions left SUBMITTED by an earlier run that died mid-call are settled by a
     status query (see :func:`reconcile`) — never sent again blind.
 
     Raises:
         CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
+        CycleBusy: another run holds the cycle's lease.
         SignatureError: the approval's signature is missing (approver keys are registered)
             or does not verify.
         ApprovalMismatch: instructions differ from what was approved; nothing was sent.
@@ -286,8 +296,31 @@ def dispatch(
     if isinstance(period, str):
         period = Period.parse(period)
     _cycle(store, programme, period)
-    recovered = reconcile(store, period, providers=providers, programme=programme, stale=True)
-    del recovered
+    with cycle_lease(store, programme, period, "dispatch", wait=wait) as lease:
+        _cycle(store, programme, period)  # closed while this run waited?
+        _reconcile(store, period, providers, programme, lease, stale=True)
+        return _dispatch(
+            store,
+            period,
+            providers,
+            programme,
+            outbox,
+            progress,
+            trusted_approver_keys,
+            lease,
+        )
+
+
+def _dispatch(
+    store: Store,
+    period: Period,
+    providers: Mapping[str, Provider],
+    programme: str,
+    outbox: Path | None,
+    progress: Callable[[int], None] | None,
+    trusted_approver_keys: Collection[str],
+    lease: CycleLease,
+) -> DispatchResult:
     reference = f"{programme} {period}"
     counts = {"batches": 0, "sent": 0}
     sequence = len(store.batches(programme, period.ordinal))
@@ -312,15 +345,13 @@ def dispatch(
             continue
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(idents), size):
-            wanted = idents[start : start + size]
-            order = {ident: number for number, ident in enumerate(wanted)}
-            chunk = sorted(store.instructions_by_id(wanted), key=lambda r: order[r.instruction_id])
+            lease.renew()  # the heartbeat; stops the run if another took the lease over
             sequence += 1
-            _send(
+            sent = _send(
                 store,
                 provider,
                 name,
-                chunk,
+                idents[start : start + size],
                 programme,
                 period,
                 reference,
@@ -328,8 +359,8 @@ def dispatch(
                 errors,
                 sequence,
             )
-            counts["batches"] += 1
-            counts["sent"] += len(chunk)
+            counts["batches"] += sent > 0
+            counts["sent"] += sent
             if progress is not None:
                 progress(counts["sent"])
     tally = dict.fromkeys(S, 0)
@@ -350,78 +381,97 @@ def _send(
     store: Store,
     provider: Provider,
     name: str,
-    chunk: list[InstructionRecord],
+    wanted: Sequence[str],
     programme: str,
     period: Period,
     reference: str,
     outbox: Path | None,
     errors: list[str],
     sequence: int,
-) -> None:
-    payments = [payment_of(record, reference) for record in chunk]
-    payload = _payload(payments)
-    digest = hashlib.sha256(payload).hexdigest()
+) -> int:
+    """Send one batch of the instructions ``wanted`` that are still READY; how many went."""
     at = _now()
-    batch = BatchRecord(
-        f"{period.year:04d}{period.month:02d}-{name}-{sequence:05d}",
-        name,
-        programme,
-        period.ordinal,
-        len(chunk),
-        sum(record.amount for record in chunk),
-        chunk[0].currency,
-        digest,
-        at,
-    )
-    if outbox is not None:  # the files first: a committed batch always has its manifest
-        directory = outbox / name
-        directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / f"{batch.batch_id}.json", payload)
-        write_atomically(
-            directory / f"{batch.batch_id}.manifest.json",
-            json.dumps(
-                {
-                    "batch_id": batch.batch_id,
-                    "provider": name,
-                    "programme": programme,
-                    "period": str(period),
-                    "count": batch.payments,
-                    "control_sum": batch.control_sum,
-                    "currency": batch.currency,
-                    "sha256": digest,
-                },
-                indent=1,
-            ).encode(),
-        )
     with store.transaction():  # the outbox: intent and state change, committed together
+        # read in the transaction that moves them: only what is READY now goes
+        order = {ident: number for number, ident in enumerate(wanted)}
+        chunk = sorted(
+            (r for r in store.instructions_by_id(wanted) if r.state == S.READY),
+            key=lambda r: order[r.instruction_id],
+        )
+        if not chunk:
+            return 0
+        payments = [payment_of(record, reference) for record in chunk]
+        payload = _payload(payments)
+        digest = hashlib.sha256(payload).hexdigest()
+        batch = BatchRecord(
+            f"{period.year:04d}{period.month:02d}-{name}-{sequence:05d}",
+            name,
+            programme,
+            period.ordinal,
+            len(chunk),
+            sum(record.amount for record in chunk),
+            chunk[0].currency,
+            digest,
+            at,
+        )
+        if outbox is not None:  # the files before the commit: a batch always has its manifest
+            _write_outbox(outbox, batch, payload)
         store.add_batch(batch)
         store.apply_moves(_moves(chunk, S.SUBMITTED, batch.batch_id), at, None)
     try:
         results = provider.submit(payments)
     except ProviderTimeout as exc:
         _unanswered(store, chunk, batch, "timeout", f"no answer: {exc}")
-        return
+        return len(chunk)
     except ProviderUnavailable as exc:
         _unanswered(store, chunk, batch, "unavailable", f"provider unavailable: {exc}")
         errors.append(str(exc))
-        return
+        return len(chunk)
     except ProviderError as exc:
         _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
         errors.append(str(exc))
-        return
-    submitted = {record.instruction_id: (S.SUBMITTED.value, name) for record in chunk}
+        return len(chunk)
     with store.transaction():  # the answer and its results: one commit
         store.answer_batch(batch.batch_id, _now(), "answered")
-        apply_results(store, results, provider=name, known=submitted)
+        apply_results(store, results, provider=name)
+    return len(chunk)
+
+
+def _write_outbox(outbox: Path, batch: BatchRecord, payload: bytes) -> None:
+    directory = outbox / batch.provider
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / f"{batch.batch_id}.json", payload)
+    write_atomically(
+        directory / f"{batch.batch_id}.manifest.json",
+        json.dumps(
+            {
+                "batch_id": batch.batch_id,
+                "provider": batch.provider,
+                "programme": batch.programme,
+                "period": str(Period(batch.period)),
+                "count": batch.payments,
+                "control_sum": batch.control_sum,
+                "currency": batch.currency,
+                "sha256": batch.sha256,
+            },
+            indent=1,
+        ).encode(),
+    )
 
 
 def _unanswered(
     store: Store, chunk: list[InstructionRecord], batch: BatchRecord, outcome: str, detail: str
 ) -> None:
-    """No usable answer: the outcome is unknown until a status query settles it."""
+    """No usable answer: the outcome is unknown until a status query settles it. Only what is
+    still SUBMITTED moves (a callback may have settled some while the call hung)."""
     with store.transaction():
         store.answer_batch(batch.batch_id, _now(), outcome)
-        submitted = [r._replace(state=S.SUBMITTED) for r in chunk]
+        states = store.states_by_id([r.instruction_id for r in chunk])
+        submitted = [
+            r._replace(state=S.SUBMITTED)
+            for r in chunk
+            if states.get(r.instruction_id, ("",))[0] == S.SUBMITTED
+        ]
         store.apply_moves(_moves(submitted, S.UNKNOWN, detail), _now(), None)
 
 
@@ -432,16 +482,36 @@ def reconcile(
     providers: Mapping[str, Provider],
     programme: str = DEFAULT_PROGRAMME,
     stale: bool = False,
+    wait: float = 0.0,
 ) -> ReconcileResult:
     """Ask providers for the status of every open instruction they hold and apply the answers.
 
     With ``stale`` (what dispatch does first) only instructions left SUBMITTED by a run that
     died are queried. Providers without the ``status_query`` capability are skipped: their
-    results arrive as reports (:func:`apply_results`).
+    results arrive as reports (:func:`apply_results`). The run holds the cycle's lease, as
+    :func:`dispatch` does (``wait``: seconds to wait for it).
+
+    Raises:
+        CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
+        CycleBusy: another run holds the cycle's lease.
     """
     if isinstance(period, str):
         period = Period.parse(period)
     _cycle(store, programme, period)
+    with cycle_lease(store, programme, period, "reconcile", wait=wait) as lease:
+        _cycle(store, programme, period)
+        return _reconcile(store, period, providers, programme, lease, stale=stale)
+
+
+def _reconcile(
+    store: Store,
+    period: Period,
+    providers: Mapping[str, Provider],
+    programme: str,
+    lease: CycleLease,
+    *,
+    stale: bool,
+) -> ReconcileResult:
     states = [S.SUBMITTED] if stale else list(_QUERYABLE)
     open_records = store.instructions_in_states(programme, period.ordinal, states)
     queried = applied = ignored = 0
@@ -454,6 +524,7 @@ def reconcile(
             continue
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(records), size):
+            lease.renew()
             chunk = records[start : start + size]
             keys = [record.instruction_id for record in chunk]
             try:
@@ -461,12 +532,8 @@ def reconcile(
             except ProviderError:
                 continue  # still unknown; the next reconcile asks again
             queried += len(keys)
-            outcome = apply_results(
-                store,
-                results,
-                provider=name,
-                known={r.instruction_id: (r.state, r.provider) for r in chunk},
-            )
+            # under the lease no send of this cycle is in flight: "never received" is final
+            outcome = apply_results(store, results, provider=name, resend_not_found=True)
             applied += outcome.applied
             ignored += outcome.ignored
     still_open = sum(
@@ -480,17 +547,20 @@ def reconcile(
 
 
 def close_cycle(
-    store: Store, period: Period | str, *, programme: str = DEFAULT_PROGRAMME
+    store: Store, period: Period | str, *, programme: str = DEFAULT_PROGRAMME, wait: float = 0.0
 ) -> CloseResult:
     """Close the cycle: refused while any instruction is open; freezes the settlement figures.
+    Holds the cycle's lease (``wait``: seconds to wait for it), so a dispatch or reconcile
+    still running refuses the close instead of racing it.
 
     Raises:
         CycleStateError: instructions are still open, or the cycle is not approved.
+        CycleBusy: another run holds the cycle's lease.
     """
     if isinstance(period, str):
         period = Period.parse(period)
     at = _now()
-    with store.transaction():
+    with cycle_lease(store, programme, period, "close", wait=wait), store.transaction():
         cycle = require_cycle(
             store, programme, period, states={**_NOT_YET, CLOSED: "is already closed"}
         )
@@ -500,11 +570,16 @@ def close_cycle(
             for record in still_open:
                 states[record.state] = states.get(record.state, 0) + 1
             listed = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            advice: list[str] = []
+            if S.READY in states:  # not sent yet: reconcile would not send them
+                advice.append("run 'cycle dispatch' to send the READY ones")
+            if states.keys() - {S.READY}:
+                advice.append("run 'cycle reconcile' or import the providers' reports")
             raise CycleStateError(
                 programme,
                 str(period),
                 f"cannot close: {len(still_open)} instructions are still open ({listed}); "
-                "run 'cycle reconcile' or import the providers' reports",
+                + "; then ".join(advice),
             )
         store.freeze_settlement(programme, period.ordinal, at)
         store.save_cycle(cycle._replace(state=CLOSED))
@@ -551,6 +626,7 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
 
     Raises:
         InvalidReport: the file names unknown instructions or wrong amounts.
+        ForeignLedger: the file answers another ledger's file (the provider recognised it).
         InvalidInput, ProviderError: the provider cannot read the file (malformed, unknown type).
     """
     source = str(path)
@@ -558,7 +634,10 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
     digest = hashlib.sha256(data).hexdigest()
     if store.find_import("report", digest) is not None:
         return ReportImport(source, digest, 0, 0, 0, already_imported=True)
-    results = provider.parse_report(data)
+    try:
+        results = provider.parse_report(data)
+    except ForeignLedger as exc:  # say which file
+        raise ForeignLedger(exc.theirs, exc.ours, source=source, what=exc.what) from None
     at = _now()
     with store.transaction():
         records = {
@@ -582,12 +661,7 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
         if problems:
             raise InvalidReport(source, problems)
         import_id = store.add_import("report", source, digest, at)
-        outcome = apply_results(
-            store,
-            results,
-            provider=provider.name,
-            known={key: (r.state, r.provider) for key, r in records.items()},
-        )
+        outcome = apply_results(store, results, provider=provider.name)
         store.finish_import(
             import_id, len(results), ImportSummary(outcome.applied, 0, outcome.ignored)
         )

@@ -50,6 +50,7 @@ from typing import Final
 
 import attrs
 
+from sap_payments._tables import open_table
 from sap_payments.beneficiaries import (
     BankAccount,
     Channel,
@@ -60,6 +61,7 @@ from sap_payments.beneficiaries import (
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.errors import InvalidInput, InvalidRoster, RowProblem, StateError
 from sap_payments.iso20022.napas import NAPAS_BANKS
+from sap_payments.output import unescape_formula
 from sap_payments.periods import Period
 from sap_payments.providers import (
     EnrollingProvider,
@@ -70,7 +72,7 @@ from sap_payments.providers import (
     ProviderError,
     ProviderTimeout,
 )
-from sap_payments.roster import header_positions, read_table
+from sap_payments.roster import header_positions
 from sap_payments.store import (
     BeneficiaryRecord,
     CampaignRecord,
@@ -457,9 +459,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _header(source: str, header: Sequence[str]) -> dict[str, int]:
+def _header(source: str, header: Sequence[str], line: int) -> dict[str, int]:
     return header_positions(
-        source, header, RESULT_COLUMNS, required=_REQUIRED, error=InvalidEnrolmentResults
+        source,
+        header,
+        RESULT_COLUMNS,
+        required=_REQUIRED,
+        error=InvalidEnrolmentResults,
+        line=line,
     )
 
 
@@ -496,7 +503,7 @@ class _ResultRows:
             self.first_line.setdefault(ident, line)
         if outcome not in OUTCOMES:
             self.add(line, "outcome", f"must be one of {', '.join(OUTCOMES)}")
-        reason = unicodedata.normalize("NFC", cell["reason"]) or None
+        reason = unicodedata.normalize("NFC", unescape_formula(cell["reason"])) or None
         if reason is not None and (len(reason) > 200 or _CONTROL.search(reason)):
             self.add(line, "reason", "longer than 200 characters or holds control characters")
         if outcome in ("refused", "failed") and reason is None:
@@ -587,8 +594,13 @@ def import_enrolment_results(
     if earlier is not None:
         return EnrolmentImport(name, source, digest, earlier.rows, {}, already_imported=True)
     try:
-        header, rows = read_table(path)
-        positions = _header(source, header)
+        table = open_table(path, columns=RESULT_COLUMNS)
+        header, rows = table.header, table.rows
+        try:
+            positions = _header(source, header, table.line)
+        except InvalidEnrolmentResults:
+            table.close()
+            raise
         checker = _ResultRows(campaign, {t.beneficiary_id: t for t in store.campaign_targets(name)})
         checked: list[tuple[str, str, str | None, str | None, str | None]] = []
         count = 0
@@ -650,7 +662,7 @@ def schedule_campaign(
     at = _now()
     with store.transaction():
         for cycle in store.cycles(campaign.programme):
-            if cycle.period >= period.ordinal and cycle.state != "prepared":
+            if cycle.period >= period.ordinal and cycle.state not in ("prepared", "discarded"):
                 raise CampaignError(
                     name,
                     f"cycle {Period.text(cycle.period)} is {cycle.state}; schedule from "

@@ -149,7 +149,7 @@ def enrolment_report(
         for u in store.mandate_updates(programme, ("applied", "superseded"))
         if u.applied_period is not None
     }
-    cycles = {c.period for c in store.cycles(programme)}
+    cycles = {c.period for c in store.cycles(programme) if c.state != "discarded"}
     if periods is not None:
         months: list[int | None] = [*sorted({p.ordinal for p in periods})]
     else:

@@ -13,6 +13,8 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   ├── InvalidRoster                      a roster file with bad rows (``.problems``: all)
     │   │   └── InvalidEnrolmentResults (enrolment)  a provider's enrolment results file
     │   ├── ConfigError                        a configuration file that cannot be used
+    │   ├── ForeignLedger                      a report, answer or file made for another ledger
+    │   ├── FuturePeriod (cycles)              a month beyond next month, not asked for on purpose
     │   ├── InvalidReport (dispatch)           a report naming unknown instructions or amounts
     │   ├── InvalidBatch (iso20022.pain001)    a batch a pain.001 cannot carry
     │   │   └── UnknownBank (LookupError)      a BIN not in the NAPAS table
@@ -40,15 +42,23 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   │   └── CampaignNotFound (LookupError)
     │   ├── InstructionNotFound (LookupError)  no such instruction
     │   ├── ApprovalRefused (signing)          maker = checker, or a missing or wrong key
+    │   │   └── CycleChanged                   the cycle is not the one reviewed (--expect-digest)
     │   ├── ApprovalMismatch (signing)         instructions to send differ from the approval
     │   ├── AuditFailed (audit)                the audit trail does not verify
     │   ├── ErasureRefused (crypto)            erasing within the retention period, or with an
     │   │                                      instruction not settled
+    │   ├── ConcurrentUpdate                   an instruction's state changed under a move
+    │   │                                      (compare-and-set failed; nothing was applied)
     │   └── CycleStateError                    e.g. re-preparing an approved cycle
+    │       ├── CycleBusy (leases)             another run holds the cycle's lease
     │       └── WindowStillOpen (postal)       closing a payment window before its last day
     ├── SignatureError (signing)               an approval's signature is missing or invalid
     └── StoreError                             the ledger database cannot be used
         ├── SchemaVersionError                 a database written by a newer sap_payments
+        ├── NotALedger                         ``--db`` names a file that is no ledger
+        ├── LedgerDamaged                      a truncated or corrupted ledger file
+        ├── LedgerBusy                         another process held the ledger too long
+        ├── LedgerFull                         the disk is full; the change was rolled back
         └── KeyringError (crypto)              a keyring missing, unreadable or not the ledger's
             ├── KeyringNotFound                an encrypted ledger opened without its keyring
             ├── KeyringMismatch                another ledger's keyring, or a changed key
@@ -62,21 +72,29 @@ Messages are written for the clerk who has to act on them; they never contain pe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
 __all__ = [
+    "ConcurrentUpdate",
     "ConfigError",
     "CurrencyMismatch",
     "CycleNotFound",
     "CycleStateError",
+    "ForeignLedger",
     "InstructionNotFound",
     "InvalidInput",
     "InvalidPeriod",
     "InvalidRoster",
     "InvalidRuleSet",
     "InvalidTransition",
+    "LedgerBusy",
+    "LedgerDamaged",
+    "LedgerFull",
+    "NotALedger",
     "RowProblem",
     "SapPaymentsError",
     "SchemaVersionError",
@@ -141,6 +159,30 @@ class ConfigError(InvalidInput):
         self.key = key
 
 
+class ForeignLedger(InvalidInput):
+    """A report, answer or file that was made for another ledger (ours: ``ours``, the one it
+    names: ``theirs``, both ledger ids); nothing from it was applied.
+
+    Every id and file that leaves a ledger carries the ledger's id (see
+    :attr:`sap_payments.store.Store.ledger_id`), so an answer to another ledger's file — a
+    copy of the ledger, a test ledger built from the same roster — is recognised here rather
+    than applied to instructions it never concerned. ``source`` names the file when known.
+    """
+
+    def __init__(
+        self, theirs: str, ours: str, *, source: str | None = None, what: str = "file"
+    ) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(
+            f"{where}this {what} was made for ledger {theirs}, not this ledger ({ours}): "
+            "nothing was applied"
+        )
+        self.theirs = theirs
+        self.ours = ours
+        self.source = source
+        self.what = what
+
+
 @attrs.frozen
 class RowProblem:
     """One problem found in one row of an input file.
@@ -196,6 +238,23 @@ class InvalidTransition(StateError):
         self.to_state = to_state
 
 
+class ConcurrentUpdate(StateError):
+    """A move's compare-and-set failed: the instruction was no longer in the state the move
+    started from, because another command moved it first. The whole transaction was rolled
+    back; run the command again (it re-reads the states)."""
+
+    def __init__(self, instruction_ids: Sequence[str], expected: str, to_state: str) -> None:
+        shown = ", ".join(instruction_ids[:5]) + (" …" if len(instruction_ids) > 5 else "")
+        super().__init__(
+            f"{len(instruction_ids)} instruction(s) left {expected} before the move to "
+            f"{to_state} ({shown}): another command changed them; nothing was applied, run "
+            "the command again"
+        )
+        self.instruction_ids = tuple(instruction_ids)
+        self.expected = expected
+        self.to_state = to_state
+
+
 class CycleNotFound(StateError, LookupError):
     """No cycle for this programme and period."""
 
@@ -238,3 +297,57 @@ class SchemaVersionError(StoreError):
         )
         self.found = found
         self.supported = supported
+
+
+class _LedgerFileError(StoreError):
+    """A ledger file that cannot be used as it is; ``path`` names it.
+
+    Pickles with its path, so that a worker process can raise it to the parent.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path,)
+
+
+class NotALedger(_LedgerFileError):
+    """The file is not a sap_payments ledger (a CSV, another program's database…); it was left
+    as it was."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, f"{path} is not a sap-payments ledger")
+
+
+class LedgerDamaged(_LedgerFileError):
+    """The ledger file is truncated or corrupted: only a backup can bring it back."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(
+            path,
+            f"the ledger file is damaged: restore it from a backup (docs/operations.md); {path}",
+        )
+
+
+class LedgerBusy(_LedgerFileError):
+    """Another process held the ledger's write lock for longer than the store waits (5 s)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(
+            path,
+            "another command holds the ledger: wait for it to finish, then run this one again "
+            f"({path})",
+        )
+
+
+class LedgerFull(_LedgerFileError):
+    """The disk (of the ledger, or of its temporary files) is full; the transaction under way
+    was rolled back, so nothing of it was kept."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(
+            path,
+            f"the disk is full: nothing was changed; free some space and try again ({path})",
+        )

@@ -51,8 +51,11 @@ from sap_payments.coverage import (
 from sap_payments.crypto import Keyring
 from sap_payments.cycles import (
     ApprovalResult,
+    DiscardResult,
     PrepareResult,
     approve,
+    cycle_review,
+    discard_cycle,
     mandate_addresses,
     prepare,
 )
@@ -102,6 +105,7 @@ from sap_payments.public_list import PublicList, public_list
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
 from sap_payments.signing import (
+    CycleReview,
     add_approver,
     approvers,
     load_private_key,
@@ -158,6 +162,12 @@ class Ledger:
             keyring = Keyring.load(config.keyring)
         return cls(SQLiteStore(Path(path), durable=durable, keyring=keyring), config, rules)
 
+    @property
+    def ledger_id(self) -> str:
+        """This ledger's random id (16 hex digits), carried by every id and file that leaves it
+        so that another ledger's reports are refused (see :attr:`SQLiteStore.ledger_id`)."""
+        return self.store.ledger_id
+
     def key_status(self) -> dict[str, dict[str, int]]:
         """Sealed values by place and key id (see :meth:`SQLiteStore.key_status`)."""
         return self.store.key_status()
@@ -205,13 +215,19 @@ class Ledger:
     def provider_instances(self) -> dict[str, Provider]:
         """The configured providers, opened through their plugins on first use."""
         if self.providers is None:
-            self.providers = open_providers(self.config)
+            self.providers = open_providers(self.config, ledger_id=self.ledger_id)
         return self.providers
 
     def dispatch(
-        self, period: Period | str, *, programme: str | None = None, progress: Progress = None
+        self,
+        period: Period | str,
+        *,
+        programme: str | None = None,
+        progress: Progress = None,
+        wait: float = 0.0,
     ) -> DispatchResult:
-        """Send the cycle's READY instructions (see :func:`sap_payments.dispatch.dispatch`)."""
+        """Send the cycle's READY instructions (see :func:`sap_payments.dispatch.dispatch`);
+        ``wait``: seconds to wait for another run's lease on the cycle."""
         return dispatch(
             self.store,
             period,
@@ -220,15 +236,20 @@ class Ledger:
             outbox=self.config.outbox,
             progress=progress,
             trusted_approver_keys=self.config.approver_keys,
+            wait=wait,
         )
 
-    def reconcile(self, period: Period | str, *, programme: str | None = None) -> ReconcileResult:
-        """Query providers for open instructions and apply the answers."""
+    def reconcile(
+        self, period: Period | str, *, programme: str | None = None, wait: float = 0.0
+    ) -> ReconcileResult:
+        """Query providers for open instructions and apply the answers (``wait``: seconds to
+        wait for another run's lease on the cycle)."""
         return reconcile(
             self.store,
             period,
             providers=self.provider_instances(),
             programme=programme or self.config.programme,
+            wait=wait,
         )
 
     def apply_results(
@@ -244,7 +265,9 @@ class Ledger:
             raise ConfigError(f"provider {provider!r} is not configured", key="providers")
         return import_report(self.store, instances[provider], Path(path))
 
-    def close_cycle(self, period: Period | str, *, programme: str | None = None) -> CloseResult:
+    def close_cycle(
+        self, period: Period | str, *, programme: str | None = None, wait: float = 0.0
+    ) -> CloseResult:
         """Close a cycle once nothing is open; freezes its settlement figures. With
         ``checkpoint_key`` configured, the closed cycle's audit trail is verified and a signed
         checkpoint made (and written to ``checkpoints`` when configured).
@@ -254,7 +277,7 @@ class Ledger:
             AuditFailed: the audit trail does not verify; the cycle is closed, unsigned.
         """
         programme = programme or self.config.programme
-        closed = close_cycle(self.store, period, programme=programme)
+        closed = close_cycle(self.store, period, programme=programme, wait=wait)
         if self.config.checkpoint_key is None:
             return closed
         checkpoint = self.checkpoint(closed.period, key=self.config.checkpoint_key)
@@ -297,6 +320,7 @@ class Ledger:
         provider: str,
         programme: str | None = None,
         early: bool = False,
+        wait: float = 0.0,
     ) -> WindowClose:
         """Close a postal provider's payment window: uncollected cash becomes UNCLAIMED (see
         :func:`sap_payments.postal.close_window`)."""
@@ -306,6 +330,7 @@ class Ledger:
             period,
             programme=programme or self.config.programme,
             early=early,
+            wait=wait,
         )
 
     def anomalies(
@@ -480,8 +505,11 @@ class Ledger:
         progress: Progress = None,
         workers: int = 1,
         by: str | None = None,
+        allow_future: bool = False,
+        today: dt.date | None = None,
     ) -> PrepareResult:
-        """Prepare a cycle (see :func:`sap_payments.cycles.prepare`); ``by``: the maker."""
+        """Prepare a cycle (see :func:`sap_payments.cycles.prepare`); ``by``: the maker;
+        ``allow_future``: a month beyond next month, on purpose."""
         return prepare(
             self.store,
             period,
@@ -492,6 +520,26 @@ class Ledger:
             channel_providers=self.config.channel_providers,
             fallback_pay_points=self.config.fallback_pay_points,
             by=by,
+            allow_future=allow_future,
+            today=today,
+        )
+
+    def discard_cycle(
+        self,
+        period: Period | str,
+        *,
+        programme: str | None = None,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> DiscardResult:
+        """Discard a prepared, unapproved cycle: its drafts are cancelled and it no longer
+        blocks other months (see :func:`sap_payments.cycles.discard_cycle`)."""
+        return discard_cycle(
+            self.store,
+            period,
+            programme=programme or self.config.programme,
+            by=by,
+            reason=reason,
         )
 
     def approve(
@@ -501,14 +549,35 @@ class Ledger:
         by: str,
         programme: str | None = None,
         key: Ed25519PrivateKey | str | os.PathLike[str] | None = None,
+        expect_digest: str | None = None,
+        expect_count: int | None = None,
+        expect_total: Money | int | None = None,
     ) -> ApprovalResult:
         """Approve a cycle, signed with the approver's private key (an Ed25519 key or its PEM
-        file) when approver keys are registered (see :mod:`sap_payments.signing`)."""
+        file) when approver keys are registered (see :mod:`sap_payments.signing`).
+
+        ``expect_digest`` — the digest of :meth:`review` (``cycle show``, ``report changes``)
+        that the checker reviewed — and/or ``expect_count`` and ``expect_total`` refuse the
+        approval (:class:`~sap_payments.signing.CycleChanged`, nothing approved) when the
+        cycle has been prepared again since and differs (see
+        :func:`sap_payments.cycles.approve`)."""
         if key is not None and not isinstance(key, Ed25519PrivateKey):
             key = load_private_key(Path(key))
         return approve(
-            self.store, period, by=by, programme=programme or self.config.programme, key=key
+            self.store,
+            period,
+            by=by,
+            programme=programme or self.config.programme,
+            key=key,
+            expect_digest=expect_digest,
+            expect_count=expect_count,
+            expect_total=expect_total,
         )
+
+    def review(self, period: Period | str, *, programme: str | None = None) -> CycleReview | None:
+        """The digest, count and total the approval of a cycle is to be bound to (see
+        :func:`sap_payments.cycles.cycle_review`)."""
+        return cycle_review(self.store, period, programme=programme or self.config.programme)
 
     def add_approver(self, name: str, public_key: bytes | str | os.PathLike[str]) -> ApproverKey:
         """Register an approver's public key (raw bytes or a PEM file); from then on every

@@ -1,6 +1,10 @@
 """Writing records as a table, CSV or JSON, streamed so a million rows cost no memory.
 
 The CLI and the reports use these; the JSON shapes are documented in ``docs/formats.md``.
+
+Every CSV and XLSX file sap_payments writes — reports, payout lists, public lists, review
+lists — passes its text through :func:`escape_formula` (:func:`csv_row`, :func:`sheet_row`), so
+a name such as ``=HYPERLINK(…)`` reaches a spreadsheet as text, never as a formula.
 """
 
 from __future__ import annotations
@@ -9,13 +13,79 @@ import csv
 import json
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
-__all__ = ["FORMATS", "write_csv", "write_json_document", "write_table"]
+__all__ = [
+    "FORMATS",
+    "FORMULA_TRIGGERS",
+    "csv_row",
+    "escape_formula",
+    "sheet_row",
+    "unescape_formula",
+    "write_csv",
+    "write_json_document",
+    "write_table",
+]
 
 FORMATS = ("table", "csv", "json")
 
 Cell = str | int | None
+
+#: A text starting with one of these is read as a formula by a spreadsheet (OWASP, "CSV
+#: Injection"): ``=``, ``+``, ``-``, ``@``, tab and carriage return.
+FORMULA_TRIGGERS: Final = frozenset("=+-@\t\r")
+
+
+def escape_formula(text: str) -> str:
+    """``text`` as a spreadsheet cell that is never a formula: OWASP's advice against CSV
+    injection, a ``'`` put before a leading ``=``, ``+``, ``-``, ``@``, tab or carriage return.
+
+    >>> escape_formula("=SUM(A1:A9)")
+    "'=SUM(A1:A9)"
+    >>> escape_formula("Nguyễn Văn An")
+    'Nguyễn Văn An'
+    """
+    return "'" + text if text[:1] in FORMULA_TRIGGERS else text
+
+
+def unescape_formula(text: str) -> str:
+    """The text :func:`escape_formula` was given: a ``'`` before a leading trigger dropped.
+    Imports read names through it, so a name written to a list and read back is the same.
+
+    >>> unescape_formula("'=1+2")
+    '=1+2'
+    >>> unescape_formula("'Tí")
+    "'Tí"
+    """
+    return text[1:] if text[:1] == "'" and text[1:2] in FORMULA_TRIGGERS else text
+
+
+def csv_row(row: Iterable[object]) -> list[object]:
+    """A row for :func:`csv.writer`: ``None`` as an empty field, text escaped
+    (:func:`escape_formula`), numbers as they are (a negative amount stays a number)."""
+    return [
+        ("'" + cell if cell[:1] in FORMULA_TRIGGERS else cell)
+        if isinstance(cell, str)
+        else ("" if cell is None else cell)
+        for cell in row
+    ]
+
+
+def sheet_row(sheet: Any, row: Iterable[object]) -> list[object]:
+    """A row for an openpyxl worksheet's ``append``: text as escaped text cells
+    (:func:`escape_formula`), stored as strings so that openpyxl never takes one for a formula
+    or an error value (``#N/A``); numbers, dates and ``None`` as they are."""
+    from openpyxl.cell import Cell  # imported here: only XLSX writers pay for it
+
+    cells: list[object] = []
+    for value in row:
+        if isinstance(value, str):
+            cell = Cell(sheet, value=escape_formula(value))
+            cell.data_type = "s"
+            cells.append(cell)
+        else:
+            cells.append(value)
+    return cells
 
 
 def _width(text: str) -> int:
@@ -68,11 +138,12 @@ def _format(cell: str | int) -> str:
 
 
 def write_csv(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> int:
+    """A header row and the rows as CSV, every text escaped (:func:`csv_row`)."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow(csv_row(columns))
     count = 0
     for row in rows:
-        writer.writerow(["" if cell is None else cell for cell in row])
+        writer.writerow(csv_row(row))
         count += 1
     return count
 

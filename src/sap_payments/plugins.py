@@ -8,7 +8,10 @@ package to update or remove::
     mymoney = "sap_payments_mymoney:MyMoneyProvider"
 
 The object named is a :class:`~sap_payments.providers.ProviderFactory`: called with the provider
-instance's name and its settings (from ``sap-payments.toml``) it returns a provider.
+instance's name and its settings (from ``sap-payments.toml``) it returns a provider. A provider
+that declares the capability ``ledger_identity`` is then told the ledger's id
+(``bind_ledger``); the settings never carry it, so a plugin that checks its settings strictly
+keeps working.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import attrs
 
 from sap_payments.config import Config, ProviderConfig
 from sap_payments.errors import ConfigError, SapPaymentsError
-from sap_payments.providers import Provider, ProviderFactory
+from sap_payments.providers import LedgerBoundProvider, Provider, ProviderFactory
 
 __all__ = [
     "GROUP",
@@ -126,8 +129,10 @@ def load_plugin(name: str) -> ProviderFactory:
     return factory  # type: ignore[no-any-return]
 
 
-def open_provider(config: ProviderConfig) -> Provider:
-    """A provider instance bound to its settings."""
+def open_provider(config: ProviderConfig, *, ledger_id: str | None = None) -> Provider:
+    """A provider instance bound to its settings — and to the ledger ``ledger_id`` when the
+    provider declares ``ledger_identity`` (its ``bind_ledger`` is called before anything else).
+    """
     factory = load_plugin(config.plugin)
     settings: Mapping[str, Any] = dict(config.settings)
     provider = factory(config.name, settings)
@@ -137,9 +142,20 @@ def open_provider(config: ProviderConfig) -> Provider:
             source=None,
             key=f"providers.{config.name}",
         )
+    if ledger_id is not None and provider.capabilities.ledger_identity:
+        if not isinstance(provider, LedgerBoundProvider):
+            raise PluginError(
+                f"provider plugin {config.plugin!r} declares ledger_identity but has no "
+                "bind_ledger(ledger_id) method"
+            )
+        provider.bind_ledger(ledger_id)
     return provider
 
 
-def open_providers(config: Config) -> dict[str, Provider]:
-    """Every provider instance the configuration names (imported now)."""
-    return {name: open_provider(provider) for name, provider in config.providers.items()}
+def open_providers(config: Config, *, ledger_id: str | None = None) -> dict[str, Provider]:
+    """Every provider instance the configuration names (imported now), bound to the ledger
+    ``ledger_id`` where they declare ``ledger_identity``."""
+    return {
+        name: open_provider(provider, ledger_id=ledger_id)
+        for name, provider in config.providers.items()
+    }

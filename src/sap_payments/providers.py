@@ -21,6 +21,14 @@ an :class:`EnrolmentOutcome` (opened, already had one, refused, failed, pending)
 :data:`~sap_payments.beneficiaries.FinancialAddress`. It is optional: a caller checks
 ``capabilities.enrolment`` before calling it (see :mod:`sap_payments.enrolment`).
 
+Ledger identity (capability ``ledger_identity``): a provider that writes ids or files of its
+own (batch and message ids, correlation ids, payout lists) can carry the ledger's id in them and
+refuse an answer made for another ledger. It declares the capability and has the method of
+:class:`LedgerBoundProvider`, ``bind_ledger(ledger_id)``, which
+:func:`sap_payments.plugins.open_provider` calls once, right after the factory, before anything
+else. A provider without the capability never hears of it (instruction ids already differ from
+ledger to ledger).
+
 Submitting is idempotent by key: sending the same key twice never pays twice. sap_payments uses
 the instruction id as the key, for every attempt.
 """
@@ -44,6 +52,7 @@ __all__ = [
     "EnrolmentOutcome",
     "EnrolmentOutcomeKind",
     "EnrolmentRequest",
+    "LedgerBoundProvider",
     "Payment",
     "Provider",
     "ProviderError",
@@ -99,6 +108,8 @@ class Capabilities:
     cancellation: bool = False
     address_validation: bool = False
     enrolment: bool = False
+    #: bind_ledger(ledger_id) is called once after opening (see LedgerBoundProvider)
+    ledger_identity: bool = False
 
 
 @attrs.frozen
@@ -230,6 +241,18 @@ class EnrollingProvider(Provider, Protocol):
                 with the same key).
             ProviderUnavailable: nothing was sent.
         """
+        ...
+
+
+@runtime_checkable
+class LedgerBoundProvider(Provider, Protocol):
+    """A provider with capability ``ledger_identity``: told which ledger it works for."""
+
+    def bind_ledger(self, ledger_id: str) -> None:
+        """Work for the ledger ``ledger_id`` (16 hex digits) from now on: put it in the ids and
+        files this provider makes, and refuse, with
+        :class:`~sap_payments.errors.ForeignLedger`, a report or answer that names another
+        ledger. Called once, before any other call."""
         ...
 
 

@@ -38,6 +38,7 @@ from sap_payments.cycles import require_cycle
 from sap_payments.errors import InvalidInput, StoreError
 from sap_payments.instructions import InstructionState
 from sap_payments.money import Money
+from sap_payments.output import csv_row, sheet_row
 from sap_payments.periods import Period
 from sap_payments.store import Store
 
@@ -210,7 +211,7 @@ def write_public_csv(out: IO[str], public: PublicList) -> int:
     writer.writerow(PUBLIC_COLUMNS)
     count = 0
     for row in _rows(public):
-        writer.writerow(row)
+        writer.writerow(csv_row(row))
         count += 1
     return count
 
@@ -232,21 +233,25 @@ def write_public_xlsx(path: Path, public: PublicList) -> None:
     sheet = workbook.active
     sheet.title = "cong-khai"
     bold = Font(bold=True)
-    sheet.append([_title(public)])
+    sheet.append(sheet_row(sheet, [_title(public)]))
     sheet.append(list(_XLSX_HEADER))
     for line in public.lines:
         sheet.append(
-            [
-                line.number,
-                line.name,
-                line.national_id,
-                line.category,
-                line.amount,
-                CHANNEL_WORDS.get(line.channel, line.channel),
-                "Có" if line.proxy else "",
-            ]
+            sheet_row(
+                sheet,
+                [
+                    line.number,
+                    line.name,
+                    line.national_id,
+                    line.category,
+                    line.amount,
+                    CHANNEL_WORDS.get(line.channel, line.channel),
+                    "Có" if line.proxy else "",
+                ],
+            )
         )
-    sheet.append(["", f"Tổng cộng: {public.total.count} người", "", "", public.total.amount.minor])
+    total = ["", f"Tổng cộng: {public.total.count} người", "", "", public.total.amount.minor]
+    sheet.append(sheet_row(sheet, total))
     last = sheet.max_row
     for cell in (sheet["A1"], *sheet[2], *sheet[last]):
         cell.font = bold

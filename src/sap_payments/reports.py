@@ -25,6 +25,7 @@ from sap_payments.coverage import (
 from sap_payments.output import write_csv, write_json_document, write_table
 from sap_payments.periods import Period
 from sap_payments.roster import AREA_COLUMNS
+from sap_payments.signing import CycleReview
 from sap_payments.store import CycleRecord, InstructionRecord, LineRecord
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TREND_AREA_COLUMNS",
     "coverage_row",
     "instruction_document",
+    "review_document",
     "settlement_row",
     "write_change_report",
     "write_coverage_report",
@@ -100,13 +102,22 @@ def instruction_document(record: InstructionRecord, lines: list[LineRecord]) -> 
     }
 
 
+def review_document(review: CycleReview | None) -> dict[str, Any] | None:
+    """A cycle's review (digest, count, total) as the JSON reports print it, or None."""
+    return None if review is None else review.to_json()
+
+
 def write_cycle(
     out: TextIO,
     fmt: str,
     cycle: CycleRecord,
     instructions: Iterator[tuple[InstructionRecord, list[LineRecord]]],
+    *,
+    review: Callable[[], CycleReview | None] | None = None,
 ) -> int:
-    """``cycle show``: one record per instruction, with its lines."""
+    """``cycle show``: one record per instruction, with its lines. ``review``, asked once the
+    instructions are written (see :func:`sap_payments.cycles.reviewing`): the JSON document
+    ends with it."""
     header = {
         "programme": cycle.programme,
         "period": Period.text(cycle.period),
@@ -117,7 +128,11 @@ def write_cycle(
     }
     if fmt == "json":
         return write_json_document(
-            out, header, "instructions", (instruction_document(r, ls) for r, ls in instructions)
+            out,
+            header,
+            "instructions",
+            (instruction_document(r, ls) for r, ls in instructions),
+            footer=None if review is None else lambda: {"review": review_document(review())},
         )
     rows = (
         (
@@ -155,6 +170,7 @@ def write_change_report(out: TextIO, fmt: str, report: ChangeReport) -> int:
         "previous_period": str(report.previous_period) if report.previous_period else None,
         "currency": report.currency,
         "summary": report.summary(),
+        "review": review_document(report.review),
     }
     return write_records(
         out,

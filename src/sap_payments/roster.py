@@ -8,7 +8,6 @@ problem with its line, column and reason. The format is documented in ``docs/for
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import os
@@ -17,14 +16,16 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 import attrs
 
+from sap_payments._tables import Table, TableProblem, csv_rows, open_table, text_lines
 from sap_payments._workers import count_progress, worker_pool
 from sap_payments.crypto import Keyring
 from sap_payments.errors import InvalidRoster, RowProblem
 from sap_payments.iso20022.napas import NAPAS_BANKS
+from sap_payments.output import unescape_formula
 from sap_payments.rules import RuleSet, canonical_coefficient
 from sap_payments.sqlite_store import SQLiteStore, write_staging
 from sap_payments.store import (
@@ -95,6 +96,8 @@ _BIN = re.compile(r"\d{6}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9]{6,19}")
 _MSISDN = re.compile(r"(?:\+84|84|0)([35789]\d{8})")
 _MSISDN_NOISE = re.compile(r"[\s.()-]")
+_LOST_ZERO_MSISDN = re.compile(r"[35789]\d{8}")  # 09xxxxxxxx as an Excel number cell
+_SCIENTIFIC = re.compile(r"\d(?:[.,]\d+)?[Ee]\+?\d+")  # 4.61E+10: a number cell saved as CSV
 _COEFFICIENT = re.compile(r"\d{1,2}(?:[.,]\d{1,4})?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE: Final = frozenset({"1", "true", "yes", "y", "x", "có"})
@@ -118,133 +121,19 @@ class ImportResult:
 
 
 # -- reading files --------------------------------------------------------------------------
-def _cell_text(value: object) -> str:
-    """A spreadsheet cell as the text a clerk typed (dates as ISO, whole numbers without .0)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        # Formatting only: the text then goes through the same checks as a CSV cell.
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
+#: The roster's month columns: an XLSX date cell there is read as its month.
+_MONTH_COLUMNS: Final = ("first_period", "last_period", "paid_through")
 
 
 def read_table(path: str | os.PathLike[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """Open a CSV (UTF-8) or XLSX file: its header and an iterator of (line number, cells).
+    """Open a CSV (UTF-8) or XLSX file: its header (line 1) and an iterator of (line, cells).
 
     Blank rows are skipped. Line numbers are what the clerk sees: the CSV line (header = 1) or
-    the spreadsheet row.
+    the spreadsheet row. The imports use :func:`sap_payments._tables.open_table`, which also
+    finds a header below a title and reads semicolon-separated files (``docs/formats.md``).
     """
-    source = Path(path)
-    if source.suffix.lower() in {".xlsx", ".xlsm"}:
-        return _read_xlsx(source)
-    return _read_csv(source)
-
-
-class _Undecodable(ValueError):
-    """A line that is not UTF-8 text (raised from inside the CSV reader's input)."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.reason = reason
-
-
-def _text_lines(handle: BinaryIO, first_line: int, limit: int | None = None) -> Iterator[str]:
-    """Decode a binary file line by line, so a bad byte is blamed on the line that holds it.
-
-    Stops after ``limit`` bytes when given (a slice of the file, ending at a line end).
-    """
-    line = first_line
-    remaining = limit
-    for raw in handle:
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Undecodable(line, f"not UTF-8 text: {exc.reason}") from None
-        line += 1
-        if remaining is not None:
-            remaining -= len(raw)
-            if remaining <= 0:
-                return
-
-
-def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    handle = path.open("rb")
-    source = str(path)
-    first = handle.readline()
-    try:
-        header_text = first.decode("utf-8-sig")
-        header = next(csv.reader([header_text]), None)
-    except UnicodeDecodeError as exc:
-        handle.close()
-        raise InvalidRoster(
-            source, [RowProblem(1, "(file)", f"not UTF-8 text: {exc.reason}")]
-        ) from None
-    except csv.Error as exc:
-        handle.close()
-        raise InvalidRoster(source, [RowProblem(1, "(file)", f"not a CSV file: {exc}")]) from None
-    if not header or not any(cell.strip() for cell in header):
-        handle.close()
-        raise InvalidRoster(source, [RowProblem(1, "(file)", "the file is empty")])
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        with handle:
-            reader = csv.reader(_text_lines(handle, 2))
-            try:
-                for row in reader:
-                    if any(row):
-                        yield reader.line_num + 1, row
-            except _Undecodable as exc:
-                raise InvalidRoster(source, [RowProblem(exc.line, "(file)", exc.reason)]) from None
-            except csv.Error as exc:
-                raise InvalidRoster(
-                    source, [RowProblem(reader.line_num + 1, "(file)", f"broken CSV: {exc}")]
-                ) from None
-
-    return [cell.strip() for cell in header], rows()
-
-
-def _read_xlsx(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    import zipfile
-
-    import openpyxl
-
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise InvalidRoster(
-            str(path), [RowProblem(1, "(file)", f"not a readable XLSX workbook: {exc}")]
-        ) from None
-    sheet = workbook.worksheets[0]
-    iterator = sheet.iter_rows(values_only=True)
-    first = next(iterator, None)
-    if first is None:
-        workbook.close()
-        raise InvalidRoster(str(path), [RowProblem(1, "(file)", "the first sheet is empty")])
-    header = [_cell_text(cell).strip() for cell in first]
-    while header and not header[-1]:
-        header.pop()
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for number, values in enumerate(iterator, start=2):
-                cells = [_cell_text(cell) for cell in values]
-                if any(cells):
-                    yield number, cells
-        finally:
-            workbook.close()
-
-    return header, rows()
+    table = open_table(path)
+    return table.header, table.rows
 
 
 def _sha256(path: str | os.PathLike[str]) -> str:
@@ -262,20 +151,21 @@ def header_positions(
     *,
     required: Sequence[str] | None = None,
     error: type[InvalidRoster] = InvalidRoster,
+    line: int = 1,
 ) -> dict[str, int]:
-    """Column → position in a file's header (line 1). Every problem is named — a column twice,
-    an unknown one, a ``required`` one missing (default: every ``known`` one) — and raised
-    together as ``error``."""
+    """Column → position in a file's header (on ``line``). Every problem is named — a column
+    twice, an unknown one, a ``required`` one missing (default: every ``known`` one) — and
+    raised together as ``error``."""
     problems = []
     seen: dict[str, int] = {}
     for position, name in enumerate(header):
         if name in seen:
-            problems.append(RowProblem(1, name, "column appears twice in the header"))
+            problems.append(RowProblem(line, name, "column appears twice in the header"))
         elif name not in known:
-            problems.append(RowProblem(1, name or f"#{position + 1}", "unknown column"))
+            problems.append(RowProblem(line, name or f"#{position + 1}", "unknown column"))
         seen.setdefault(name, position)
     problems.extend(
-        RowProblem(1, name, "column missing from the header")
+        RowProblem(line, name, "column missing from the header")
         for name in (known if required is None else required)
         if name not in seen
     )
@@ -284,9 +174,14 @@ def header_positions(
     return seen
 
 
-def _check_header(source: str, header: Sequence[str], expected: Sequence[str]) -> list[int]:
-    """Positions of the expected columns in the file's header; raise on a bad header."""
-    seen = header_positions(source, header, expected)
+def _check_header(source: str, table: Table, expected: Sequence[str]) -> list[int]:
+    """Positions of the expected columns in the file's header; raise on a bad header (the
+    file closed)."""
+    try:
+        seen = header_positions(source, table.header, expected, line=table.line)
+    except InvalidRoster:
+        table.close()
+        raise
     return [seen[name] for name in expected]
 
 
@@ -308,6 +203,31 @@ class _Problems:
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+def _national_id_problem(text: str) -> str:
+    """Why a national id is not 12 digits, and what Excel may have done to it."""
+    if len(text) == 11 and text.isascii() and text.isdigit() and text[0] != "0":
+        return (
+            "must be 12 digits; 11 digits looks like a number that lost its leading zero: "
+            "format the column as Text and type the ids again"
+        )
+    if _SCIENTIFIC.fullmatch(text):
+        return (
+            "must be 12 digits; a number in scientific notation has lost its digits: format "
+            "the column as Text and type the ids again"
+        )
+    return "must be 12 digits"
+
+
+def _msisdn_problem(text: str) -> str:
+    reason = "not a Vietnamese mobile number (09xxxxxxxx or +849xxxxxxxx)"
+    if _LOST_ZERO_MSISDN.fullmatch(text):
+        return (
+            f"{reason}; 9 digits looks like a number that lost its leading zero: format the "
+            "column as Text and type the numbers again"
+        )
+    return reason
 
 
 def _period(text: str) -> int | None:
@@ -451,11 +371,11 @@ class _RowChecker:
         if not full_name:
             add(line, "full_name", "required")
         else:
-            full_name = _nfc(full_name)
+            full_name = _nfc(unescape_formula(full_name))
             if len(full_name) > 200 or _CONTROL.search(full_name):
                 add(line, "full_name", "longer than 200 characters or holds control characters")
         if national_id and not _NATIONAL_ID.fullmatch(national_id):
-            add(line, "national_id", "must be 12 digits")
+            add(line, "national_id", _national_id_problem(national_id))
         if _date(birth_date) is None:
             reason = "not a date (YYYY-MM-DD)" if birth_date else "required, as YYYY-MM-DD"
             add(line, "birth_date", reason)
@@ -494,7 +414,7 @@ class _RowChecker:
         if msisdn:
             match = _MSISDN.fullmatch(msisdn) or _MSISDN.fullmatch(_MSISDN_NOISE.sub("", msisdn))
             if match is None:
-                add(line, "msisdn", "not a Vietnamese mobile number (09xxxxxxxx or +849xxxxxxxx)")
+                add(line, "msisdn", _msisdn_problem(msisdn))
             else:
                 wallet = "+84" + match[1]
         elif channel == "ewallet":
@@ -527,7 +447,7 @@ class _RowChecker:
                 add(line, "home_delivery", "must be 1 or 0 (or empty)")
 
         if proxy_name:
-            proxy_name = _nfc(proxy_name)
+            proxy_name = _nfc(unescape_formula(proxy_name))
             proxy_relation = _nfc(proxy_relation)
             if len(proxy_name) > 200 or _CONTROL.search(proxy_name):
                 add(line, "proxy_name", "longer than 200 characters or holds control characters")
@@ -536,7 +456,7 @@ class _RowChecker:
             elif len(proxy_relation) > 64 or _CONTROL.search(proxy_relation):
                 add(line, "proxy_relation", "longer than 64 characters or holds control characters")
             if proxy_national_id and not _NATIONAL_ID.fullmatch(proxy_national_id):
-                add(line, "proxy_national_id", "must be 12 digits")
+                add(line, "proxy_national_id", _national_id_problem(proxy_national_id))
             if mandate_valid_until and _date(mandate_valid_until) is None:
                 add(line, "mandate_valid_until", "not a date (YYYY-MM-DD)")
         elif proxy_national_id or proxy_relation or mandate_valid_until:
@@ -605,11 +525,12 @@ def import_roster(
     """
     source = str(path)
     digest = _sha256(path)
-    header, rows = read_table(path)
-    positions = _check_header(source, header, ROSTER_COLUMNS)
-    slices = _slices(Path(path), workers) if workers > 1 else None
+    table = open_table(path, columns=ROSTER_COLUMNS, months=_MONTH_COLUMNS)
+    header, rows = table.header, table.rows
+    positions = _check_header(source, table, ROSTER_COLUMNS)
+    slices = _slices(Path(path), workers, table) if workers > 1 else None
     if slices is not None and isinstance(store, SQLiteStore):
-        rows.close()  # type: ignore[attr-defined]  # a generator: closes the file
+        table.close()
         return _import_parallel(
             store,
             Path(path),
@@ -728,26 +649,26 @@ class _Slice:
     start: int  # byte offset of the slice's first line
     end: int  # byte offset just past its last line
     first_line: int  # the line number of its first line
+    delimiter: str = ","
 
 
-def _slices(path: Path, workers: int) -> list[_Slice] | None:
-    """Cut a CSV file into ``workers`` slices at line ends outside quoted fields.
+def _slices(path: Path, workers: int, table: Table) -> list[_Slice] | None:
+    """Cut a UTF-8 CSV file after its header into ``workers`` slices at line ends outside
+    quoted fields.
 
     A quoted field may hold a newline, but quotes inside one are doubled, so a line end is
     outside every field exactly when the quotes before it are even in number.
     """
-    if path.suffix.lower() != ".csv":
+    if table.data_offset is None:  # XLSX, or a CSV file in UTF-16
         return None
     size = path.stat().st_size
     if size < PARALLEL_MIN_BYTES:
         return None
     with path.open("rb") as handle:
-        header = handle.readline()
-        if b'"' in header:
-            return None
-        start = position = handle.tell()
-        boundaries, first_lines = [start], [2]
-        quotes, line = 0, 2
+        start = position = table.data_offset
+        handle.seek(start)
+        boundaries, first_lines = [start], [table.line + 1]
+        quotes, line = 0, table.line + 1
         for k in range(1, workers):
             target = start + (size - start) * k // workers
             if target <= position:
@@ -769,7 +690,7 @@ def _slices(path: Path, workers: int) -> list[_Slice] | None:
             first_lines.append(line)
     boundaries.append(size)
     slices = [
-        _Slice(begin, end, first)
+        _Slice(begin, end, first, table.delimiter)
         for begin, end, first in zip(boundaries, boundaries[1:], first_lines, strict=False)
         if end > begin
     ]
@@ -800,22 +721,17 @@ def _check_slice(
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         nonlocal count
-        handle = path.open("rb")
-        handle.seek(piece.start)
-        reader = csv.reader(_text_lines(handle, piece.first_line, piece.end - piece.start))
-        try:
-            for cells in reader:
-                if any(cells):
+        with path.open("rb") as handle:
+            handle.seek(piece.start)
+            lines = text_lines(handle, piece.first_line, piece.end - piece.start)
+            try:
+                for line, cells in csv_rows(lines, piece.first_line, piece.delimiter, path):
                     count += 1
                     if not count % 10_000:
                         count_progress(10_000)
-                    yield piece.first_line + reader.line_num - 1, cells
-        except UnicodeDecodeError as exc:
-            problems.add(
-                piece.first_line + reader.line_num, "(file)", f"not UTF-8 text: {exc.reason}"
-            )
-        except csv.Error as exc:
-            problems.add(piece.first_line + reader.line_num - 1, "(file)", f"broken CSV: {exc}")
+                    yield line, cells
+            except TableProblem as exc:
+                problems.add(exc.line, "(file)", exc.reason)
 
     write_staging(
         staging, _Counter(None).wrap(_checked_rows(rows(), checker, positions, width)), keyring
@@ -872,8 +788,9 @@ def import_areas(store: Store, path: str | os.PathLike[str]) -> int:
         InvalidRoster: a row is invalid; nothing was applied.
     """
     source = str(path)
-    header, rows = read_table(path)
-    positions = _check_header(source, header, AREA_COLUMNS)
+    table = open_table(path, columns=AREA_COLUMNS)
+    header, rows = table.header, table.rows
+    positions = _check_header(source, table, AREA_COLUMNS)
     problems = _Problems()
     records: list[AreaRecord] = []
     seen: dict[str, int] = {}

@@ -24,6 +24,12 @@ The manifest, as hashed (UTF-8, one line each, ids in ascending order)::
 
 and the approver signs ``b"sap-payments/approval/v1\\n" + <its SHA-256, hex>``. No address
 and no name is in it, only :func:`sap_payments._chain.address_fingerprinter` fingerprints.
+
+The approval is bound to what the checker reviewed: ``cycle show`` and ``report changes``
+print a prepared cycle's :class:`CycleReview` — the SHA-256 of the manifest its approval would
+sign (over the instructions approval makes READY), their count and total — and ``approve``
+given that digest (or the count and total) refuses with :class:`CycleChanged`, approving
+nothing, when the cycle has been prepared again since.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+import attrs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,11 +50,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sap_payments._chain import address_fingerprinter
 from sap_payments.errors import InvalidInput, SapPaymentsError, StateError
 from sap_payments.instructions import InstructionState
+from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.store import (
     ApprovalEntry,
     ApprovalRecord,
     ApproverKey,
+    CycleRecord,
     EventRecord,
     InstructionRecord,
     Store,
@@ -56,16 +65,21 @@ from sap_payments.store import (
 __all__ = [
     "ApprovalMismatch",
     "ApprovalRefused",
+    "CycleChanged",
+    "CycleReview",
     "KeyFileError",
+    "ReviewDigest",
     "SignatureError",
     "add_approver",
     "approvers",
     "check_dispatch",
+    "check_review",
     "generate_signing_key",
     "key_id",
     "load_private_key",
     "load_public_key",
     "manifest_sha256",
+    "recorded_review",
     "same_person",
     "sign_approval",
     "verify_signature",
@@ -90,6 +104,26 @@ class ApprovalRefused(StateError):
         super().__init__(f"cycle {period} ({programme}): approval refused: {message}")
         self.programme = programme
         self.period = period
+
+
+class CycleChanged(ApprovalRefused):
+    """An approval refused because the cycle is not what the checker reviewed: its digest,
+    count or total differs from the one given. ``differences``: (what, as reviewed, now) for
+    each; nothing was approved.
+
+    The new digest is shown shortened on purpose: it is to be read again from a new review
+    ('report changes'), not copied from this message."""
+
+    def __init__(
+        self, programme: str, period: str, differences: Sequence[tuple[str, str, str]]
+    ) -> None:
+        what = ", ".join(f"{name} {then} now {now}" for name, then, now in differences)
+        super().__init__(
+            programme,
+            period,
+            f"the cycle changed since it was reviewed: {what}; run 'report changes' again",
+        )
+        self.differences = tuple(differences)
 
 
 class SignatureError(SapPaymentsError):
@@ -245,21 +279,148 @@ def add_approver(store: Store, name: str, public_key: bytes) -> ApproverKey:
     return key
 
 
+def _manifest_head(programme: str, period: int) -> bytes:
+    return f"{MANIFEST_HEADER}\n{programme}\t{Period.text(period)}\n".encode()
+
+
+def _manifest_line(entry: ApprovalEntry) -> bytes:
+    return (
+        f"{entry.instruction_id}\t{entry.fingerprint}\t{entry.amount}\t{entry.currency}\t"
+        f"{entry.provider}\n".encode()
+    )
+
+
+def _manifest_tail(count: int, total: int, currency: str) -> bytes:
+    return f"total\t{count}\t{total}\t{currency}\n".encode()
+
+
 def manifest_sha256(
     programme: str, period: int, entries: Iterable[ApprovalEntry], currency: str
 ) -> tuple[str, int, int]:
     """(SHA-256 hex, count, sum) of the manifest of ``entries`` (in instruction id order)."""
-    digest = hashlib.sha256(f"{MANIFEST_HEADER}\n{programme}\t{Period.text(period)}\n".encode())
+    digest = hashlib.sha256(_manifest_head(programme, period))
     count = total = 0
     for entry in entries:
         count += 1
         total += entry.amount
-        digest.update(
-            f"{entry.instruction_id}\t{entry.fingerprint}\t{entry.amount}\t{entry.currency}\t"
-            f"{entry.provider}\n".encode()
-        )
-    digest.update(f"total\t{count}\t{total}\t{currency}\n".encode())
+        digest.update(_manifest_line(entry))
+    digest.update(_manifest_tail(count, total, currency))
     return digest.hexdigest(), count, total
+
+
+@attrs.frozen
+class CycleReview:
+    """What the checker reviews of a cycle, for the approval to be bound to: ``digest``, the
+    SHA-256 of the manifest its approval signs (every instruction to pay: id, address
+    fingerprint, amount, currency, provider; see the module's docstring), and the ``count``
+    and ``total`` of those instructions.
+
+    Of a prepared cycle it is computed from the instructions as they stand (those approval
+    makes READY); of an approved or closed one it is the approval's (``approved``)."""
+
+    programme: str
+    period: Period
+    digest: str
+    count: int
+    total: Money
+    approved: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """As ``cycle show`` and ``report changes`` print it in JSON (total in minor units)."""
+        return {"digest": self.digest, "count": self.count, "total": self.total.minor}
+
+    def __str__(self) -> str:
+        if self.approved:
+            return (
+                f"approved: manifest sha256 {self.digest} ({self.count:,} instructions, "
+                f"total {self.total})"
+            )
+        return (
+            f"review digest {self.digest} ({self.count:,} instructions to approve, total "
+            f"{self.total}): approve with --expect-digest {self.digest}"
+        )
+
+
+#: The states whose instructions an approval pays: CREATED becomes READY.
+_TO_APPROVE: Final = frozenset({InstructionState.CREATED.value, InstructionState.READY.value})
+
+
+class ReviewDigest:
+    """The :class:`CycleReview` of a prepared cycle, built from its instructions as they are
+    read (so that a report and the digest it prints come from the same rows): :meth:`add`
+    each, in any order, then :meth:`review`.
+
+    The manifest is in instruction id order: each instruction's manifest line is kept (about
+    120 bytes) and sorted at the end — the id comes first and a tab follows it, so the lines
+    sort as the ids do."""
+
+    def __init__(self, store: Store, cycle: CycleRecord) -> None:
+        self.cycle = cycle
+        self._fingerprint = address_fingerprinter(store)
+        self._lines: list[bytes] = []
+        self._total = 0
+
+    def add(self, record: InstructionRecord) -> None:
+        if record.state in _TO_APPROVE:
+            self._lines.append(_manifest_line(_entry(record, self._fingerprint(record.address))))
+            self._total += record.amount
+
+    def review(self) -> CycleReview:
+        cycle = self.cycle
+        self._lines.sort()
+        digest = hashlib.sha256(_manifest_head(cycle.programme, cycle.period))
+        for line in self._lines:
+            digest.update(line)
+        count = len(self._lines)
+        digest.update(_manifest_tail(count, self._total, cycle.currency))
+        return CycleReview(
+            cycle.programme,
+            Period(cycle.period),
+            digest.hexdigest(),
+            count,
+            Money(self._total, cycle.currency),
+        )
+
+
+def recorded_review(store: Store, cycle: CycleRecord) -> CycleReview | None:
+    """The review an approved (or closed) cycle was approved with: its approval's manifest
+    digest, count and total; None when no approval is recorded."""
+    approval = store.approval(cycle.programme, cycle.period)
+    if approval is None:
+        return None
+    return CycleReview(
+        cycle.programme,
+        Period(cycle.period),
+        approval.manifest_sha256,
+        approval.instructions,
+        Money(approval.total, approval.currency),
+        approved=True,
+    )
+
+
+def check_review(
+    approval: ApprovalRecord,
+    *,
+    digest: str | None = None,
+    count: int | None = None,
+    total: Money | None = None,
+) -> None:
+    """Refuse an approval whose manifest is not the one reviewed (``digest``), or whose count
+    or total is not (inside the approval's transaction, which then rolls back).
+
+    Raises:
+        CycleChanged: naming each that differs.
+    """
+    differences: list[tuple[str, str, str]] = []
+    if digest is not None and digest != approval.manifest_sha256:
+        differences.append(("digest", f"{digest[:16]}…", f"{approval.manifest_sha256[:16]}…"))
+    if count is not None and count != approval.instructions:
+        differences.append(("count", f"{count:,}", f"{approval.instructions:,}"))
+    now = Money(approval.total, approval.currency)
+    if total is not None and total != now:
+        differences.append(("total", str(total), str(now)))
+    if differences:
+        raise CycleChanged(approval.programme, Period.text(approval.period), differences)
 
 
 def _entry(record: InstructionRecord, fingerprint: str) -> ApprovalEntry:

@@ -11,6 +11,7 @@ CANCELLED), keyed by programme, beneficiary and month, so a second claim on a mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -18,8 +19,9 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
+from sap_payments import _sqlite
 from sap_payments._chain import (
     EVENT_COLUMNS,
     GENESIS,
@@ -27,6 +29,7 @@ from sap_payments._chain import (
     event_hash,
     instruction_content,
 )
+from sap_payments._scratch import remove_orphaned_scratch, scratch_directory
 from sap_payments.crypto import (
     ERASED,
     KEYRING_ENV,
@@ -37,7 +40,7 @@ from sap_payments.crypto import (
     KeyringNotFound,
     default_keyring_path,
 )
-from sap_payments.errors import SchemaVersionError, StoreError
+from sap_payments.errors import ConcurrentUpdate, NotALedger, SchemaVersionError, StoreError
 from sap_payments.store import (
     DETAILS_FROM,
     ApprovalEntry,
@@ -56,6 +59,7 @@ from sap_payments.store import (
     ImportRecord,
     ImportSummary,
     InstructionRecord,
+    LeaseRecord,
     LineRecord,
     MandateUpdate,
     Move,
@@ -526,6 +530,29 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     -- mode ('aes-256-gcm' | 'plaintext'), index_check, key:<id> → a fingerprint of each key
     CREATE TABLE encryption (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
+    # 7: concurrency and identity — the ledger's random id (in every id and file that leaves,
+    # so another ledger's files are refused), and per-cycle leases that keep two dispatch /
+    # reconcile / close runs of one cycle apart (sap_payments.leases)
+    """
+    CREATE TABLE ledger_identity (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        ledger_id TEXT NOT NULL
+    );
+    INSERT INTO ledger_identity (id, ledger_id) VALUES (1, lower(hex(randomblob(8))));
+
+    CREATE TABLE leases (
+        programme TEXT NOT NULL,
+        period INTEGER NOT NULL,
+        operation TEXT NOT NULL,   -- dispatch, reconcile, close, close-window
+        holder TEXT NOT NULL,      -- a random token of the holding run
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        acquired_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (programme, period)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -706,27 +733,21 @@ class SQLiteStore:
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        try:
-            if readonly:
-                uri = self.path.resolve().as_uri() + "?mode=ro"
-                self._db = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
-            else:
-                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
+        # NotALedger, LedgerDamaged, LedgerBusy, LedgerFull: raised by the connection itself
+        self._db = db = _sqlite.connect(self.path, readonly=readonly)
         self._depth = 0
         self._seal_floor = 0  # the last event seq when the current transaction began
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.scratch_paths: list[Path] = []
-        db = self._db
         if not readonly:
-            db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
-        # 128 MiB page cache for the writer; a read-only worker streams and needs little.
-        db.execute(f"PRAGMA cache_size = {-65536 if readonly else -131072}")
+            remove_orphaned_scratch()
         try:
+            self._refuse_foreign()  # before the first write: WAL mode changes the file's header
+            if not readonly:
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+            # 128 MiB page cache for the writer; a read-only worker streams and needs little.
+            db.execute(f"PRAGMA cache_size = {-65536 if readonly else -131072}")
             self._migrate()
             self._cipher = self._open_keyring(keyring)
         except BaseException:
@@ -1091,6 +1112,13 @@ class SQLiteStore:
         )
 
     # -- plumbing -------------------------------------------------------------------------
+    def _refuse_foreign(self) -> None:
+        """Raise NotALedger for another program's SQLite database: one with tables but no
+        schema version (a ledger's first migration sets both at once)."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version == 0 and self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            raise NotALedger(self.path)
+
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
@@ -1113,6 +1141,33 @@ class SQLiteStore:
     @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @functools.cached_property
+    def ledger_id(self) -> str:
+        """This ledger's random id (16 hex digits; see :attr:`Store.ledger_id`)."""
+        row = self._db.execute("SELECT ledger_id FROM ledger_identity WHERE id = 1").fetchone()
+        if row is None:  # pragma: no cover - migration 7 writes it
+            raise StoreError(f"the ledger {self.path} has no ledger id")
+        return str(row[0])
+
+    def set_ledger_id(self, ledger_id: str) -> None:
+        """Give a new ledger a chosen id instead of its random one — for a demo or a test that
+        must replay exactly (a sandbox's fates follow the instruction ids, which carry the
+        ledger id). Never for a real ledger: two ledgers must not share an id.
+
+        Raises:
+            StoreError: not 16 lower-case hex digits, or the ledger already holds instructions
+                (their ids carry the id it has).
+        """
+        if len(ledger_id) != 16 or not all(c in "0123456789abcdef" for c in ledger_id):
+            raise StoreError(f"not a ledger id (16 lower-case hex digits): {ledger_id!r}")
+        with self.transaction():
+            if self._db.execute("SELECT 1 FROM instructions LIMIT 1").fetchone():
+                raise StoreError(
+                    f"the ledger {self.path} holds instructions already: its id cannot change"
+                )
+            self._db.execute("UPDATE ledger_identity SET ledger_id = ? WHERE id = 1", (ledger_id,))
+        self.__dict__.pop("ledger_id", None)  # the cached value
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1156,7 +1211,7 @@ class SQLiteStore:
             if self._depth:
                 raise StoreError("scratch files must be attached outside a transaction")
             if self._scratch is None:
-                self._scratch = tempfile.TemporaryDirectory(prefix="sap-payments-")
+                self._scratch = scratch_directory()  # named after this process (_scratch)
             for number in range(len(self.scratch_paths), count):
                 path = Path(self._scratch.name) / f"scratch{number}.db"
                 self._db.execute(f"ATTACH DATABASE ? AS scratch{number}", (str(path),))
@@ -1544,13 +1599,20 @@ class SQLiteStore:
         )
 
     def set_state(
-        self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool
+        self,
+        instruction_ids: Sequence[str],
+        to_state: str,
+        *,
+        from_state: str,
+        release_lines: bool,
     ) -> None:
         db = self._db
-        db.executemany(
-            "UPDATE instructions SET state = ? WHERE instruction_id = ?",
-            ((to_state, instruction_id) for instruction_id in instruction_ids),
+        cursor = db.executemany(
+            "UPDATE instructions SET state = ? WHERE instruction_id = ? AND state = ?",
+            ((to_state, instruction_id, from_state) for instruction_id in instruction_ids),
         )
+        if cursor.rowcount != len(instruction_ids):
+            self._moved_under(instruction_ids, from_state, to_state)
         if release_lines:
             db.executemany(
                 "DELETE FROM claims WHERE (programme, beneficiary_id, instruction_id) = "
@@ -1665,6 +1727,18 @@ class SQLiteStore:
             found.extend(map(make, cursor.fetchall()))
         return found
 
+    def states_by_id(self, instruction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(instruction_ids), 999):
+            chunk = instruction_ids[start : start + 999]
+            for ident, state, provider in self._db.execute(
+                "SELECT instruction_id, state, provider FROM instructions "
+                f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
+                chunk,
+            ):
+                found[ident] = (state, provider)
+        return found
+
     def add_batch(self, batch: BatchRecord) -> None:
         self._db.execute(
             f"INSERT INTO batches ({', '.join(BatchRecord._fields)}) "
@@ -1696,28 +1770,51 @@ class SQLiteStore:
                 self.apply_moves(moves, at, actor)
             return
         db = self._db
-        # Moves that set nothing but the state go set-wise, a statement for each state and up
-        # to 500 instructions; those with a reason or reference one row at a time.
-        plain: dict[str, list[str]] = {}
-        detailed = []
+        # Compare-and-set: every UPDATE names the state the move starts from, and the rows it
+        # changed are counted; a move whose start no longer holds (another command moved the
+        # instruction first) raises ConcurrentUpdate and the transaction rolls back whole.
+        # An instruction's second move (PAID then RETURNED) runs in a later round than its
+        # first. Moves that set nothing but the state go set-wise, a statement for each
+        # (from, to) pair and up to 500 instructions; those with a reason or reference one
+        # row at a time.
+        rounds: list[list[Move]] = []
+        step: dict[str, int] = {}
         for m in moves:
-            if m.reason is None and m.provider_reference is None:
-                plain.setdefault(m.to_state, []).append(m.instruction_id)
-            else:
-                detailed.append((m.to_state, m.reason, m.provider_reference, m.instruction_id))
-        for to_state, idents in plain.items():
-            for start in range(0, len(idents), 500):
-                chunk = idents[start : start + 500]
-                db.execute(
-                    "UPDATE instructions SET state = ? "
-                    f"WHERE instruction_id IN ({_placeholders(len(chunk))})",
-                    (to_state, *chunk),
+            number = step.get(m.instruction_id, 0)
+            step[m.instruction_id] = number + 1
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append(m)
+        for round_moves in rounds:
+            plain: dict[tuple[str, str], list[str]] = {}
+            detailed: dict[tuple[str, str], list[tuple[object, ...]]] = {}
+            for m in round_moves:
+                pair = (m.from_state, m.to_state)
+                if m.reason is None and m.provider_reference is None:
+                    plain.setdefault(pair, []).append(m.instruction_id)
+                else:
+                    detailed.setdefault(pair, []).append(
+                        (m.to_state, m.reason, m.provider_reference, m.instruction_id, m.from_state)
+                    )
+            for (from_state, to_state), idents in plain.items():
+                for start in range(0, len(idents), 500):
+                    chunk = idents[start : start + 500]
+                    cursor = db.execute(
+                        "UPDATE instructions SET state = ? WHERE state = ? "
+                        f"AND instruction_id IN ({_placeholders(len(chunk))})",
+                        (to_state, from_state, *chunk),
+                    )
+                    if cursor.rowcount != len(chunk):
+                        self._moved_under(chunk, from_state, to_state)
+            for (from_state, to_state), rows in detailed.items():
+                cursor = db.executemany(
+                    "UPDATE instructions SET state = ?, reason = coalesce(?, reason), "
+                    "provider_reference = coalesce(?, provider_reference) "
+                    "WHERE instruction_id = ? AND state = ?",
+                    rows,
                 )
-        db.executemany(
-            "UPDATE instructions SET state = ?, reason = coalesce(?, reason), "
-            "provider_reference = coalesce(?, provider_reference) WHERE instruction_id = ?",
-            detailed,
-        )
+                if cursor.rowcount != len(rows):
+                    self._moved_under([str(row[3]) for row in rows], from_state, to_state)
         released = [(m.instruction_id,) for m in moves if m.to_state in _RELEASING]
         if released:
             db.executemany(
@@ -1730,6 +1827,18 @@ class SQLiteStore:
             (at, m.kind, m.instruction_id, m.from_state, m.to_state, actor, m.detail, None)
             for m in moves
         )
+
+    def _moved_under(self, idents: Sequence[str], from_state: str, to_state: str) -> NoReturn:
+        """Raise :class:`ConcurrentUpdate` naming those of ``idents`` not in ``from_state``."""
+        states = dict(
+            self._db.execute(
+                "SELECT instruction_id, state FROM instructions "
+                f"WHERE instruction_id IN ({_placeholders(len(idents))})",
+                idents,
+            ).fetchall()
+        )
+        moved = [i for i in idents if states.get(i) not in {from_state, to_state}] or list(idents)
+        raise ConcurrentUpdate(moved, from_state, to_state)
 
     def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:
         return {
@@ -1927,6 +2036,19 @@ class SQLiteStore:
             (programme, period),
         ).fetchone()
         return row
+
+    def lease(self, programme: str, period: int) -> LeaseRecord | None:
+        row = self._cycle_row("leases", LeaseRecord._fields, programme, period)
+        return None if row is None else LeaseRecord._make(row)
+
+    def put_lease(self, lease: LeaseRecord) -> None:
+        self._save_cycle_record("leases", lease)
+
+    def drop_lease(self, programme: str, period: int, holder: str) -> None:
+        self._db.execute(
+            "DELETE FROM leases WHERE programme = ? AND period = ? AND holder = ?",
+            (programme, period, holder),
+        )
 
     def save_approval(self, approval: ApprovalRecord) -> None:
         self._save_cycle_record("approvals", approval)

@@ -251,6 +251,20 @@ class CheckpointRecord(NamedTuple):
     signature: bytes
 
 
+class LeaseRecord(NamedTuple):
+    """Who holds a cycle's lease (:mod:`sap_payments.leases`), since when, until when."""
+
+    programme: str
+    period: int
+    operation: str
+    holder: str
+    host: str
+    pid: int
+    acquired_at: str
+    heartbeat_at: str
+    expires_at: str
+
+
 class CampaignRecord(NamedTuple):
     """An account-opening campaign (see :mod:`sap_payments.enrolment`)."""
 
@@ -320,6 +334,14 @@ class MandateUpdate(NamedTuple):
 
 class Store(Protocol):
     """What the engine needs from a ledger database."""
+
+    @property
+    def ledger_id(self) -> str:
+        """This ledger's random id: 16 lower-case hex digits, made once when the ledger was
+        created (or migrated) and never changed. It goes into every id and file that leaves
+        (instruction ids, batch and message ids, correlation ids, payout lists), so a file
+        made for another ledger is recognised and refused."""
+        ...
 
     def transaction(self) -> AbstractContextManager[None]:
         """All writes inside happen together or not at all (nested calls join the outer one)."""
@@ -517,9 +539,16 @@ class Store(Protocol):
         ...
 
     def set_state(
-        self, instruction_ids: Sequence[str], to_state: str, *, release_lines: bool
+        self,
+        instruction_ids: Sequence[str],
+        to_state: str,
+        *,
+        from_state: str,
+        release_lines: bool,
     ) -> None:
-        """Set the state of instructions (the caller has checked the transition table)."""
+        """Move instructions from ``from_state`` to ``to_state`` (the caller has checked the
+        transition table), compare-and-set: an instruction no longer in ``from_state`` raises
+        :class:`~sap_payments.errors.ConcurrentUpdate` (the caller's transaction rolls back)."""
         ...
 
     def bulk_transition(
@@ -546,6 +575,12 @@ class Store(Protocol):
 
     def instructions_by_id(self, instruction_ids: Sequence[str]) -> list[InstructionRecord]: ...
 
+    def states_by_id(self, instruction_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """instruction_id → (state, provider) of those of ``instruction_ids`` that exist (no
+        personal column is read). Read inside the transaction that applies a result, it is the
+        state the result is judged against."""
+        ...
+
     def instruction_states(self, programme: str, period: int) -> Iterator[tuple[str, str]]:
         """(beneficiary_id, state) of every instruction of the cycle, in no particular order
         (no personal column is read)."""
@@ -570,7 +605,13 @@ class Store(Protocol):
     def apply_moves(self, moves: Sequence[Move], at: str, actor: str | None) -> None:
         """Set each instruction's new state (and the move's reason and provider reference
         where given), release the claims of those that end FAILED, RETURNED, UNCLAIMED or
-        CANCELLED, and record one event a move."""
+        CANCELLED, and record one event a move.
+
+        Compare-and-set: a move applies only while the instruction is in the move's
+        ``from_state``; an instruction's moves apply in the order given (PAID, then RETURNED).
+        A move whose start no longer holds raises
+        :class:`~sap_payments.errors.ConcurrentUpdate` and nothing is applied.
+        """
         ...
 
     def outcomes(self, programme: str, period: int) -> dict[str, tuple[str | None, str | None]]:
@@ -635,6 +676,20 @@ class Store(Protocol):
     def save_checkpoint(self, checkpoint: CheckpointRecord) -> None: ...
 
     def checkpoint(self, programme: str, period: int) -> CheckpointRecord | None: ...
+
+    # -- leases -----------------------------------------------------------------------------
+    def lease(self, programme: str, period: int) -> LeaseRecord | None:
+        """The cycle's lease as recorded (held or stale), or None."""
+        ...
+
+    def put_lease(self, lease: LeaseRecord) -> None:
+        """Record ``lease`` as the cycle's, replacing any other (in the caller's transaction,
+        after it has read and judged the current one)."""
+        ...
+
+    def drop_lease(self, programme: str, period: int, holder: str) -> None:
+        """Remove the cycle's lease if ``holder`` still holds it."""
+        ...
 
     # -- flags ------------------------------------------------------------------------------
     def add_flags(self, flags: Sequence[FlagRecord]) -> list[FlagRecord]:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from sap_payments.errors import SapPaymentsError
+from sap_payments.errors import ForeignLedger, SapPaymentsError
 from sap_payments.gsma._wire import ERROR_REASONS
 from sap_payments.providers import ProviderError, Reason, Result, ResultKind
 
@@ -206,7 +206,7 @@ class CallbackHandler:
             return CallbackResponse(400, detail="the body is not JSON")
         try:
             results = self._results(document, lowered.get("x-correlationid"))
-        except ProviderError as exc:
+        except (ProviderError, ForeignLedger) as exc:  # ForeignLedger: another ledger's answer
             return CallbackResponse(400, detail=str(exc))
         if results is None:
             return CallbackResponse(404, detail="the callback names no request sent from here")
@@ -216,6 +216,7 @@ class CallbackHandler:
 
     def _results(self, document: Any, correlation: str | None) -> list[Result] | None:
         if isinstance(document, dict) and "transactionStatus" in document:
+            self.provider.check_ledger(document)
             key = document.get("requestingOrganisationTransactionReference")
             if not isinstance(key, str) and correlation:
                 keys = self.resolve(correlation)

@@ -14,6 +14,13 @@ Settings (``[providers.NAME]`` in ``sap-payments.toml``; every one in ``docs/mob
 What leaves the agency for a payment: the MSISDN, the amount, the currency, the instruction key
 (as ``requestingOrganisationTransactionReference``) and the reference text — never the payee's
 name, which is only *compared* with the operator's ``/accountname`` in :meth:`validate`.
+
+Bound to a ledger (capability ``ledger_identity``), the correlation ids are derived in a
+namespace of that ledger's own (``uuid5(correlation_namespace, "ledger:<id>")``), so two ledgers
+never share one, and each transaction carries the ledger's id as the metadata entry
+``sapLedger``; a callback or report that echoes another ledger's id is refused with
+:class:`~sap_payments.errors.ForeignLedger`. A status query still asks under the unbound
+namespace before it answers NOT_FOUND, so payments sent before the ledger had an id are found.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import threading
 import time
 import unicodedata
 import urllib.parse
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +41,7 @@ from typing import Any, Final
 import httpx
 
 from sap_payments.beneficiaries import Channel, FinancialAddress, WalletAddress
-from sap_payments.errors import InvalidInput
+from sap_payments.errors import ForeignLedger, InvalidInput
 from sap_payments.gsma._http import (
     GsmaError,
     GsmaRequestRejected,
@@ -69,6 +77,8 @@ _FAILED: Final = frozenset({"failed", "rejected", "declined", "cancelled"})
 _RETURNED: Final = frozenset({"reversed"})
 
 _DISBURSE: Final = "/transactions/type/disbursement"
+#: The metadata key of the ledger id a bound provider sends with every transaction.
+LEDGER_METADATA: Final = "sapLedger"
 
 _Results = dict[str, Result]
 
@@ -130,7 +140,12 @@ class GsmaProvider:
             status_query=True,
             callbacks=s.callback_url is not None,
             address_validation=True,
+            ledger_identity=True,
         )
+        #: the ledger this provider works for (``bind_ledger``), and the namespace of the
+        #: correlation ids it derives (the configured one until bound)
+        self.ledger_id: str | None = None
+        self.namespace: uuid.UUID = s.correlation_namespace
         self._own_client = client is None
         self.client = client or httpx.Client(
             verify=_tls_context(),
@@ -151,6 +166,20 @@ class GsmaProvider:
     def __repr__(self) -> str:
         mode = "bulk" if self.settings.bulk else "single"
         return f"<GsmaProvider {self.name!r} ({mode})>"
+
+    def bind_ledger(self, ledger_id: str) -> None:
+        """Work for the ledger ``ledger_id``: correlation ids in its own namespace, its id sent
+        as ``sapLedger`` metadata, and answers naming another ledger refused."""
+        self.ledger_id = ledger_id
+        self.namespace = uuid.uuid5(self.settings.correlation_namespace, f"ledger:{ledger_id}")
+
+    def check_ledger(self, body: Any) -> None:
+        """Refuse (``ForeignLedger``) a transaction body that echoes another ledger's id."""
+        if self.ledger_id is None or not isinstance(body, dict):
+            return
+        theirs = _metadata(body, LEDGER_METADATA)
+        if theirs is not None and theirs != self.ledger_id:
+            raise ForeignLedger(theirs, self.ledger_id, what="answer")
 
     def __enter__(self) -> GsmaProvider:
         return self
@@ -311,6 +340,8 @@ class GsmaProvider:
             ]
         if in_batch:
             body["type"] = "disbursement"
+        if self.ledger_id is not None:
+            body["metadata"] = [{"key": LEDGER_METADATA, "value": self.ledger_id}]
         return body
 
     # -- reading answers ---------------------------------------------------------------------
@@ -396,7 +427,7 @@ class GsmaProvider:
 
     # -- single disbursements ----------------------------------------------------------------
     def _single(self, payment: Payment) -> Result:
-        cid = correlation_id(payment.key, self.settings.correlation_namespace)
+        cid = correlation_id(payment.key, self.namespace)
         response = self._call(
             "POST", _DISBURSE, body=self._transaction(payment, in_batch=False), correlation=cid
         )
@@ -420,6 +451,10 @@ class GsmaProvider:
                 provider_message=text,
             )
         raise self._error(response, f"the disbursement of key {payment.key}")
+
+    def _lookup_in(self, namespace: uuid.UUID, key: str) -> Result:
+        """A single disbursement's result, by its correlation id in ``namespace``."""
+        return self._lookup_single(key, correlation_id(key, namespace))
 
     def _lookup_single(self, key: str, cid: str) -> Result:
         response = self._call("GET", f"/responses/{cid}")
@@ -452,7 +487,7 @@ class GsmaProvider:
     # -- batches -----------------------------------------------------------------------------
     def _batch(self, payments: Sequence[Payment]) -> _Results:
         keys = [p.key for p in payments]
-        cid = batch_correlation_id(keys, self.settings.correlation_namespace)
+        cid = batch_correlation_id(keys, self.namespace)
         self.journal.record(cid, keys, "batch")  # before the request leaves
         self._remember(cid, keys)
         body = {
@@ -606,7 +641,7 @@ class GsmaProvider:
             if bulk:
                 results.update(self._batch(pending))
             else:
-                namespace = self.settings.correlation_namespace
+                namespace = self.namespace
                 pairs = [(correlation_id(p.key, namespace), p.key) for p in pending]
                 self.journal.record_many(pairs, "single")
                 for pair in pairs:
@@ -615,7 +650,7 @@ class GsmaProvider:
         return [results[p.key] for p in payments]
 
     def _planned(self, payments: Sequence[Payment]) -> dict[str, str]:
-        namespace = self.settings.correlation_namespace
+        namespace = self.namespace
         if self.settings.bulk and len(payments) >= self.settings.bulk_threshold:
             cid = batch_correlation_id([p.key for p in payments], namespace)
             return {p.key: cid for p in payments}
@@ -692,11 +727,14 @@ class GsmaProvider:
                     if key in wanted:
                         found.setdefault(key, result)
         rest = [key for key in unique if key not in found]
-        namespace = self.settings.correlation_namespace
-        for result in self._map_patiently(
-            lambda key: self._lookup_single(key, correlation_id(key, namespace)), rest
-        ):
-            found[result.key] = result
+        for namespace in dict.fromkeys((self.namespace, self.settings.correlation_namespace)):
+            # bound to a ledger, a key not found under its namespace is asked again under the
+            # unbound one: it may have been sent before the ledger had an id
+            for result in self._map_patiently(functools.partial(self._lookup_in, namespace), rest):
+                found[result.key] = result
+            rest = [key for key in rest if found[key].kind is ResultKind.NOT_FOUND]
+            if not rest:
+                break
         self._not_in_flight(found, prior)
         return [found[key] for key in keys]
 
@@ -780,6 +818,7 @@ class GsmaProvider:
 
         Raises:
             ProviderError: ``provider_code="MALFORMED_REPORT"``: not such a body.
+            ForeignLedger: an entry echoes another ledger's id (``sapLedger`` metadata).
         """
 
         def bad(message: str) -> ProviderError:
@@ -799,6 +838,7 @@ class GsmaProvider:
             key = entry.get("requestingOrganisationTransactionReference")
             if not isinstance(key, str) or not key:
                 raise bad(f"entry {index} names no requestingOrganisationTransactionReference")
+            self.check_ledger(entry)
             if "transactionStatus" in entry:
                 results.append(self._from_transaction(key, entry))
             elif "completionDate" in entry:

@@ -7,6 +7,11 @@ files; ``parse_report`` turns one into results (``Ledger.import_bank_file`` appl
 exactly once per file). The plugin keeps a register of which keys each message carried, so a
 rejection of a whole message or payment information applies to every transaction under it.
 
+Bound to a ledger (capability ``ledger_identity``), every file's MsgId and PmtInfId carry the
+ledger's id — ``SAP-<ledger id>-<14 hex digits>``, 35 characters — and a pain.002 or camt.054
+answering another ledger's file (its OrgnlMsgId / OrgnlPmtInfId, or a batch entry's MsgId, names
+another ledger) is refused whole with :class:`~sap_payments.errors.ForeignLedger`.
+
 Settings (``[providers.NAME]`` in ``sap-payments.toml``)::
 
     plugin = "iso20022-bank"
@@ -25,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +40,7 @@ import attrs
 
 from sap_payments._files import write_atomically
 from sap_payments.beneficiaries import BankAccount, Channel, FinancialAddress
-from sap_payments.errors import ConfigError
+from sap_payments.errors import ConfigError, ForeignLedger
 from sap_payments.iso20022.model import BankProfile, CreditTransfer, DebtorAccount, TransferBatch
 from sap_payments.iso20022.napas import bank_by_bin
 from sap_payments.iso20022.pain001 import write_pain001
@@ -42,7 +48,7 @@ from sap_payments.iso20022.reading import (
     REASONS,
     message_type,
     notice_results,
-    read_camt054,
+    read_notification,
     read_status_report,
     status_results,
 )
@@ -56,7 +62,24 @@ from sap_payments.providers import (
     ResultKind,
 )
 
-__all__ = ["BankFileProvider", "bank_files"]
+__all__ = ["BankFileProvider", "bank_files", "ledger_of_message"]
+
+#: A ledger id: 16 lower-case hex digits (see ``Store.ledger_id``).
+_LEDGER_ID: Final = re.compile(r"[0-9a-f]{16}")
+#: The MsgId (and PmtInfId) of a file made for a ledger: its id, then 14 hex digits of the keys.
+_TAGGED: Final = re.compile(r"SAP-([0-9a-f]{16})-[0-9A-F]{14}")
+
+
+def ledger_of_message(message_id: str) -> str | None:
+    """The ledger id a MsgId or PmtInfId of ours carries; None for any other id (a file made
+    before ledgers had ids, or by someone else).
+
+    >>> ledger_of_message("SAP-3f9a0c1d2e3b4c5d-A1B2C3D4E5F607")
+    '3f9a0c1d2e3b4c5d'
+    """
+    match = _TAGGED.fullmatch(message_id.strip())
+    return match[1] if match else None
+
 
 _KEYS: Final = frozenset(
     {
@@ -124,7 +147,10 @@ class BankFileProvider:
             status_query=False,
             callbacks=False,
             address_validation=True,
+            ledger_identity=True,
         )
+        #: the ledger this provider works for (``bind_ledger``); None: files carry no ledger id
+        self.ledger_id: str | None = None
         self.settings.outbox.mkdir(parents=True, exist_ok=True)
         self._register = sqlite3.connect(self.settings.outbox / "register.db")
         self._register.execute(
@@ -132,6 +158,13 @@ class BankFileProvider:
             "amount INTEGER NOT NULL, currency TEXT NOT NULL)"
         )
         self._register.commit()
+
+    def bind_ledger(self, ledger_id: str) -> None:
+        """Work for the ledger ``ledger_id``: its id goes into every MsgId, and answers to
+        another ledger's files are refused (see the module doc)."""
+        if not _LEDGER_ID.fullmatch(ledger_id):
+            raise ProviderError(self.name, f"not a ledger id (16 hex digits): {ledger_id!r}")
+        self.ledger_id = ledger_id
 
     # -- out --------------------------------------------------------------------------------
     def submit(self, payments: Sequence[Payment]) -> list[Result]:
@@ -156,7 +189,10 @@ class BankFileProvider:
 
     def _write(self, payments: Sequence[Payment]) -> None:
         digest = hashlib.sha256("\n".join(sorted(p.key for p in payments)).encode()).hexdigest()
-        message_id = f"SAP{digest[:29].upper()}"  # 32 characters, the same for the same keys
+        if self.ledger_id is not None:  # 35 characters: the ledger, then the keys
+            message_id = f"SAP-{self.ledger_id}-{digest[:14].upper()}"
+        else:  # not bound to a ledger: 32 characters, the same for the same keys
+            message_id = f"SAP{digest[:29].upper()}"
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         transfers = []
         for payment in payments:
@@ -185,6 +221,7 @@ class BankFileProvider:
             json.dumps(
                 {
                     "message_id": message_id,
+                    "ledger_id": self.ledger_id,
                     "count": len(transfers),
                     "control_sum": sum(t.amount.minor for t in transfers),
                     "currency": "VND",
@@ -219,14 +256,18 @@ class BankFileProvider:
 
         Raises:
             BankFileError (an InvalidInput): malformed, or not a pain.002 / camt.054.
+            ForeignLedger (an InvalidInput): it answers a file made for another ledger.
         """
         if message_type(data) == "camt.054":
             # A notification covers the whole account (fees, other transfers): keep the entries
             # of payments this plugin sent, by their EndToEndId.
-            notices = read_camt054(data)
+            notification = read_notification(data)
+            self._refuse_foreign(notification.batch_ids)
+            notices = notification.notices
             ours = self._known([n.end_to_end_id for n in notices])
             return notice_results([n for n in notices if n.end_to_end_id in ours])
         report = read_status_report(data)  # one pass for transactions and rejected blocks
+        self._refuse_foreign(report.original_ids)
         results = status_results(report.transactions)
         listed = {r.key for r in results}
         for message_id, code in (*report.rejected_messages, *report.rejected_payment_infos):
@@ -244,6 +285,15 @@ class BankFileProvider:
                         )
                     )
         return results
+
+    def _refuse_foreign(self, message_ids: Sequence[str]) -> None:
+        """Raise ForeignLedger when one of our message ids in an answer names another ledger."""
+        if self.ledger_id is None:
+            return
+        for message_id in message_ids:
+            theirs = ledger_of_message(message_id)
+            if theirs is not None and theirs != self.ledger_id:
+                raise ForeignLedger(theirs, self.ledger_id)
 
     def close(self) -> None:
         self._register.close()

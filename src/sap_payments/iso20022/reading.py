@@ -141,11 +141,13 @@ __all__ = [
     "REASONS",
     "BankFileError",
     "MalformedFile",
+    "Notification",
     "StatusReport",
     "UnknownMessage",
     "message_type",
     "notice_results",
     "read_camt054",
+    "read_notification",
     "read_pain002",
     "read_status_report",
     "rejected_messages",
@@ -281,12 +283,24 @@ class StatusReport:
     ``rejected_messages`` holds (OrgnlMsgId, reason code) for a group-level RJCT,
     ``rejected_payment_infos`` (OrgnlPmtInfId, reason code) for each payment-level RJCT: every
     transaction of that message or payment information is rejected, listed in ``transactions``
-    or not.
+    or not. ``original_ids`` lists every OrgnlMsgId and OrgnlPmtInfId the report answers, in
+    file order: the ids of our own files, which name the ledger that made them.
     """
 
     transactions: tuple[TransactionStatus, ...]
     rejected_messages: tuple[tuple[str, str | None], ...] = ()
     rejected_payment_infos: tuple[tuple[str, str | None], ...] = ()
+    original_ids: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Notification:
+    """Everything sap_payments reads from a camt.054, from one pass over the file: the notices,
+    and the batch references of batch-booked entries (``NtryDtls/Btch/MsgId`` and
+    ``PmtInfId``: the ids of our own files, which name the ledger that made them)."""
+
+    notices: tuple[EntryNotice, ...]
+    batch_ids: tuple[str, ...] = ()
 
 
 def message_type(source: bytes | Path) -> str:
@@ -312,8 +326,8 @@ def read_status_report(source: bytes | Path) -> StatusReport:
         MalformedFile: not well-formed, or a transaction without EndToEndId or status, or an
             amount that is not one; the error names the line and element path.
     """
-    transactions, messages, infos = _parse(source, "pain.002", _StatusReader().read)
-    return StatusReport(tuple(transactions), tuple(messages), tuple(infos))
+    transactions, messages, infos, originals = _parse(source, "pain.002", _StatusReader().read)
+    return StatusReport(tuple(transactions), tuple(messages), tuple(infos), tuple(originals))
 
 
 def read_pain002(source: bytes | Path) -> list[TransactionStatus]:
@@ -346,6 +360,17 @@ def read_camt054(source: bytes | Path) -> list[EntryNotice]:
             amount, or an amount that is not one; the error names the line and element path.
     """
     return _parse(source, "camt.054", _NoticeReader().read)
+
+
+def read_notification(source: bytes | Path) -> Notification:
+    """A camt.054 as :func:`read_camt054` reads it, with the batch references of its entries.
+
+    Raises:
+        UnknownMessage, MalformedFile: as :func:`read_camt054`.
+    """
+    reader = _NoticeReader()
+    notices = _parse(source, "camt.054", reader.read)
+    return Notification(tuple(notices), tuple(dict.fromkeys(reader.batch_ids)))
 
 
 def status_results(statuses: Iterable[TransactionStatus]) -> list[Result]:
@@ -728,7 +753,12 @@ class _StatusReader:
 
     def read(
         self, events: Iterator[tuple[str, Any]]
-    ) -> tuple[list[TransactionStatus], list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+    ) -> tuple[
+        list[TransactionStatus],
+        list[tuple[str, str | None]],
+        list[tuple[str, str | None]],
+        list[str],
+    ]:
         names = self.names
         codes = _Codes(_PAIN002)
         root = _next(events, [])
@@ -743,6 +773,7 @@ class _StatusReader:
         out: list[TransactionStatus] = []
         rejected_messages: list[tuple[str, str | None]] = []
         rejected_infos: list[tuple[str, str | None]] = []
+        originals: list[str] = []  # every OrgnlMsgId and OrgnlPmtInfId answered
         transaction = self.transaction
         for event, element in events:
             code = codes[element.tag]
@@ -780,6 +811,8 @@ class _StatusReader:
                         "OrgnlPmtInfId, PmtInfSts, StsRsnInf, then TxInfAndSts)",
                         where,
                     )
+                if final.ident is not None:
+                    originals.append(final.ident)
                 if final.status is StatusCode.RJCT:
                     if final.ident is None:
                         raise _Problem("rejected payment information without OrgnlPmtInfId", where)
@@ -794,13 +827,15 @@ class _StatusReader:
                         where,
                     )
                 group = self.level(element, "GrpSts", "OrgnlMsgId")
+                if group.ident is not None:
+                    originals.append(group.ident)
                 if group.status is StatusCode.RJCT:
                     if group.ident is None:
                         raise _Problem("rejected group without OrgnlMsgId", where)
                     rejected_messages.append((group.ident, group.reason))
                 _detach(message, element)
                 context = None
-        return out, rejected_messages, rejected_infos
+        return out, rejected_messages, rejected_infos, originals
 
     def keep(self, text: str) -> str:
         """One copy of a text that repeats (reasons, the bank's words), up to a bound."""
@@ -938,6 +973,7 @@ class _NoticeReader:
     def __init__(self) -> None:
         self.names = _Names()
         self.amounts = _Amounts()
+        self.batch_ids: list[str] = []  # NtryDtls/Btch/MsgId and PmtInfId, as read
 
     def read(self, events: Iterator[tuple[str, Any]]) -> list[EntryNotice]:
         names = self.names
@@ -1007,6 +1043,7 @@ class _NoticeReader:
                 except ValueError:
                     element.clear()
             elif code == _NTRYDTLS:
+                self.batch(element)
                 holder = entry_element
             elif code == _NTRY:
                 if waiting is not None and entry is not None:
@@ -1018,6 +1055,15 @@ class _NoticeReader:
                 _detach(message, element)
                 notification = entry_element = holder = message
         return out
+
+    def batch(self, details: ET.Element) -> None:
+        """Note the batch references of a ``NtryDtls`` (its ``Btch``: ``MsgId``, ``PmtInfId``)."""
+        names = self.names
+        for child in details:
+            if names[child.tag] == "Btch":
+                for part in child:
+                    if names[part.tag] in ("MsgId", "PmtInfId") and (text := _text(part)):
+                        self.batch_ids.append(text)
 
     def settle(self, waiting: tuple[_Detail, list[_Step]], entry: _Entry) -> list[EntryNotice]:
         """The notice of an entry's only detail, which names no amount: the entry's ``Amt``."""

@@ -22,21 +22,22 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import io
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from sap_payments._files import atomic_file
+from sap_payments._tables import EMPTY, open_table
 from sap_payments.beneficiaries import CashPickup, parse_address
 from sap_payments.collection_codes import InvalidCollectionCode, normalise_code, verify_code
 from sap_payments.dispatch import apply_results
-from sap_payments.errors import InvalidInput
+from sap_payments.errors import ForeignLedger, InvalidInput, InvalidRoster
 from sap_payments.instructions import InstructionState
 from sap_payments.money import Money
+from sap_payments.output import csv_row, unescape_formula
 from sap_payments.postal.plugin import PostalCashProvider
 from sap_payments.providers import Result, ResultKind
 from sap_payments.store import EventRecord, ImportSummary, InstructionRecord, Store
@@ -67,9 +68,11 @@ CONFIRMATION_COLUMNS: Final = (
     "collected_by",
     "proxy_name",
     "authorisation",
+    "ledger",
 )
-#: Columns a file may leave out (when no proxy collected anything).
-_OPTIONAL: Final = frozenset({"proxy_name", "authorisation"})
+#: Columns a file may leave out (the proxy's when no proxy collected anything; the ledger id,
+#: copied from the payout list, is checked when given).
+_OPTIONAL: Final = frozenset({"proxy_name", "authorisation", "ledger"})
 #: The columns of the review list.
 REVIEW_COLUMNS: Final = ("row", "instruction_id", "code", "reason", "detail")
 #: The ``imports.kind`` of a confirmation file.
@@ -163,75 +166,52 @@ _UNCLAIMED_REFERENCE: Final = "postal;unclaimed"
 
 
 # -- reading -------------------------------------------------------------------------------------
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return unicodedata.normalize("NFC", str(value)).strip()
+def _text(value: str) -> str:
+    return unescape_formula(unicodedata.normalize("NFC", value).strip())
 
 
-def _table(data: bytes, source: str) -> Iterator[list[str]]:
-    if data.startswith(b"PK\x03\x04"):
-        import openpyxl  # only XLSX readers pay for it
-
-        try:
-            workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many kinds on a broken file
-            raise InvalidConfirmations(source, "not a readable XLSX workbook") from exc
-        try:
-            sheet = workbook.worksheets[0]
-            for values in sheet.iter_rows(values_only=True):
-                yield [_text(value) for value in values]
-        finally:
-            workbook.close()
-        return
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidConfirmations(source, "not UTF-8 text (save the CSV as UTF-8)") from None
-    try:
-        for cells in csv.reader(io.StringIO(text, newline="")):
-            yield [_text(cell) for cell in cells]
-    except csv.Error as exc:
-        raise InvalidConfirmations(source, f"not a readable CSV ({exc})") from None
-
-
-def read_confirmations(data: bytes, source: str) -> list[_Row]:
-    """The rows of a confirmation file, cells by column name; blank rows skipped.
+def read_confirmations(path: Path) -> list[_Row]:
+    """The rows of a confirmation file, cells by column name; blank rows skipped. The file is
+    read as every import reads its file (``docs/formats.md``, 1.10): CSV or XLSX, a title
+    above the header skipped, a semicolon CSV accepted, a text that came back with the ``'``
+    our lists put before ``=``, ``+``, ``-``, ``@`` read without it.
 
     Raises:
-        InvalidConfirmations: not CSV or XLSX, or a required column is missing.
+        InvalidConfirmations: the file cannot be read, or a required column is missing.
     """
-    rows = _table(data, source)
-    header: list[str] | None = None
-    found: list[_Row] = []
-    for number, cells in enumerate(rows, 1):
-        if not any(cells):
-            continue
-        if header is None:
-            header = [cell.lower() for cell in cells]
-            missing = [c for c in CONFIRMATION_COLUMNS if c not in header and c not in _OPTIONAL]
-            if missing:
-                raise InvalidConfirmations(
-                    source,
-                    f"row {number}: the header lacks column {missing[0]} (expected "
-                    f"{', '.join(CONFIRMATION_COLUMNS)})",
-                )
-            continue
-        values = {
-            column: cells[index] if index < len(cells) else ""
-            for index, column in enumerate(header)
-            if column in CONFIRMATION_COLUMNS
-        }
-        found.append(_Row(number, values))
-    if header is None:
-        raise InvalidConfirmations(source, "empty: no header row")
-    return found
+    source = str(path)
+    try:
+        table = open_table(path, columns=CONFIRMATION_COLUMNS)
+        header = [cell.lower() for cell in table.header]
+        missing = [c for c in CONFIRMATION_COLUMNS if c not in header and c not in _OPTIONAL]
+        if missing:
+            table.close()
+            raise InvalidConfirmations(
+                source,
+                f"row {table.line}: the header lacks column {missing[0]} (expected "
+                f"{', '.join(CONFIRMATION_COLUMNS)})",
+            )
+        return [
+            _Row(
+                number,
+                {
+                    column: _text(cells[index]) if index < len(cells) else ""
+                    for index, column in enumerate(header)
+                    if column in CONFIRMATION_COLUMNS
+                },
+            )
+            for number, cells in table.rows
+        ]
+    except InvalidRoster as exc:  # from the file reader: the file cannot be read
+        reasons = (
+            "empty: no header row"
+            if p.reason == EMPTY
+            else f"row {p.line}: {p.reason}"
+            if p.column == "(file)"
+            else f"row {p.line}, column {p.column}: {p.reason}"
+            for p in exc.problems[:5]
+        )
+        raise InvalidConfirmations(source, "; ".join(reasons)) from None
 
 
 # -- checking ------------------------------------------------------------------------------------
@@ -393,13 +373,20 @@ def import_confirmations(
 
     Raises:
         InvalidConfirmations: the file cannot be read at all (nothing applied).
+        ForeignLedger: a row's ``ledger`` names another ledger: the file answers another
+            ledger's payout lists (nothing applied).
     """
     source = str(path)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if store.find_import(IMPORT_KIND, digest) is not None:
         return ConfirmationImport(source, digest, 0, 0, 0, (), already_imported=True)
-    rows = read_confirmations(data, source)
+    rows = read_confirmations(path)
+    ours = store.ledger_id
+    for row in rows:
+        theirs = row.cells.get("ledger", "").strip().lower()
+        if theirs and theirs != ours:
+            raise ForeignLedger(theirs, ours, source=source)
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with store.transaction():
         wanted = sorted({row.cells.get("instruction_id", "") for row in rows} - {""})
@@ -427,12 +414,7 @@ def import_confirmations(
             else:
                 results.append(result)
         import_id = store.add_import(IMPORT_KIND, source, digest, at)
-        outcome = apply_results(
-            store,
-            results,
-            provider=provider.name,
-            known={r.key: (records[r.key].state, provider.name) for r in results},
-        )
+        outcome = apply_results(store, results, provider=provider.name)
         store.finish_import(import_id, len(rows), ImportSummary(outcome.applied, repeated, 0))
         store.append_events(_events(at, provider.name, source, digest, review, records))
         store.append_events(
@@ -480,5 +462,7 @@ def write_review_csv(path: Path, review: Sequence[ReviewLine]) -> int:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(REVIEW_COLUMNS)
         for line in review:
-            writer.writerow((line.row, line.instruction_id, line.code, line.reason, line.detail))
+            writer.writerow(
+                csv_row((line.row, line.instruction_id, line.code, line.reason, line.detail))
+            )
     return len(review)

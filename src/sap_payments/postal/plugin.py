@@ -28,6 +28,11 @@ Settings (``[providers.NAME]`` in ``sap-payments.toml``)::
 
 Payout lists carry the payee's name (the beneficiary or the authorised proxy), because the post
 office pays that person; nothing else personal (no national id, no birth date, no phone).
+
+Bound to a ledger (capability ``ledger_identity``), every payout line carries the ledger's id
+(column ``ledger``), as does the manifest (``ledger_id``) and the list id (``L`` + 15 hex digits
+derived from the ledger and the keys); a confirmation file that keeps the column and names
+another ledger is refused whole (:func:`~sap_payments.postal.confirmations.import_confirmations`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from sap_payments._files import write_atomically
 from sap_payments.beneficiaries import CashPickup, Channel, FinancialAddress
 from sap_payments.collection_codes import CollectionKey, collection_code
 from sap_payments.errors import ConfigError, InvalidInput
+from sap_payments.output import csv_row, sheet_row
 from sap_payments.providers import (
     AddressCheck,
     Capabilities,
@@ -90,6 +96,7 @@ PAYOUT_COLUMNS: Final = (
     "home_delivery",
     "collection_code",
     "window_closes",
+    "ledger",  # the ledger id the list was made for (empty when the plugin is not bound)
 )
 #: The XLSX header row, in Vietnamese, with the signature column last.
 _XLSX_HEADER: Final = (
@@ -198,7 +205,10 @@ class PostalCashProvider:
             status_query=False,
             callbacks=False,
             address_validation=True,
+            ledger_identity=True,
         )
+        #: the ledger the lists are made for (``bind_ledger``); None: lists name no ledger
+        self.ledger_id: str | None = None
         #: today's date (UTC); replaceable, so tests can move the clock
         self.today: Callable[[], dt.date] = _today
         self.settings.outbox.mkdir(parents=True, exist_ok=True)
@@ -209,6 +219,10 @@ class PostalCashProvider:
             "window_closes TEXT NOT NULL);"
         )
         self._register.commit()
+
+    def bind_ledger(self, ledger_id: str) -> None:
+        """Make the payout lists for the ledger ``ledger_id`` (see the module doc)."""
+        self.ledger_id = ledger_id
 
     @property
     def keys(self) -> tuple[CollectionKey, ...]:
@@ -271,8 +285,11 @@ class PostalCashProvider:
         return by_point
 
     def _write(self, payments: Sequence[Payment]) -> None:
-        digest = hashlib.sha256("\n".join(sorted(p.key for p in payments)).encode()).hexdigest()
-        list_id = f"L{digest[:15].upper()}"  # the same for the same keys
+        keys = "\n".join(sorted(p.key for p in payments))
+        if self.ledger_id is not None:
+            keys = f"{self.ledger_id}\n{keys}"
+        digest = hashlib.sha256(keys.encode()).hexdigest()
+        list_id = f"L{digest[:15].upper()}"  # the same for the same ledger and keys
         opens = self.today()
         closes = opens + dt.timedelta(days=self.settings.window_days)
         references = sorted({p.reference for p in payments})
@@ -280,7 +297,7 @@ class PostalCashProvider:
         files = []
         for point, lines in sorted(self._lines(payments).items()):
             stem = f"payout-{list_id}-{_UNSAFE.sub('_', point)}"
-            csv_data = _payout_csv(point, lines, closes)
+            csv_data = _payout_csv(point, lines, closes, self.ledger_id or "")
             title = (
                 f"Danh sách chi trả tiền mặt — điểm chi trả {point} — {', '.join(references)} "
                 f"— nhận từ {opens:%d/%m/%Y} đến hết {closes:%d/%m/%Y}"
@@ -306,6 +323,7 @@ class PostalCashProvider:
         currencies = sorted({p.amount.currency for p in payments})
         manifest = {
             "list_id": list_id,
+            "ledger_id": self.ledger_id,
             "provider": self.name,
             "references": references,
             "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -370,24 +388,27 @@ class PostalCashProvider:
         self._register.close()
 
 
-def _payout_csv(point: str, lines: Sequence[_Line], closes: dt.date) -> bytes:
+def _payout_csv(point: str, lines: Sequence[_Line], closes: dt.date, ledger: str) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(PAYOUT_COLUMNS)
     for number, line in enumerate(lines, 1):
         payment = line.payment
         writer.writerow(
-            (
-                number,
-                payment.key,
-                point,
-                unicodedata.normalize("NFC", payment.payee_name),
-                "proxy" if payment.payee_is_proxy else "beneficiary",
-                payment.amount.minor,
-                payment.amount.currency,
-                "true" if line.pickup.home_delivery else "false",
-                line.code,
-                closes.isoformat(),
+            csv_row(
+                (
+                    number,
+                    payment.key,
+                    point,
+                    unicodedata.normalize("NFC", payment.payee_name),
+                    "proxy" if payment.payee_is_proxy else "beneficiary",
+                    payment.amount.minor,
+                    payment.amount.currency,
+                    "true" if line.pickup.home_delivery else "false",
+                    line.code,
+                    closes.isoformat(),
+                    ledger,
+                )
             )
         )
     return out.getvalue().encode("utf-8")
@@ -403,24 +424,29 @@ def _payout_xlsx(title: str, lines: Sequence[_Line]) -> bytes:
     sheet = workbook.active
     sheet.title = "chi-tra"
     bold = Font(bold=True)
-    sheet.append([title])
+    sheet.append(sheet_row(sheet, [title]))
     sheet.append(list(_XLSX_HEADER))
     for number, line in enumerate(lines, 1):
         payment = line.payment
         sheet.append(
-            [
-                number,
-                payment.key,
-                unicodedata.normalize("NFC", payment.payee_name),
-                "Có" if payment.payee_is_proxy else "",
-                payment.amount.minor,
-                "Có" if line.pickup.home_delivery else "",
-                line.code,  # text: a code may start with 0
-                "",
-            ]
+            sheet_row(
+                sheet,
+                [
+                    number,
+                    payment.key,
+                    unicodedata.normalize("NFC", payment.payee_name),
+                    "Có" if payment.payee_is_proxy else "",
+                    payment.amount.minor,
+                    "Có" if line.pickup.home_delivery else "",
+                    line.code,  # text: a code may start with 0
+                    "",
+                ],
+            )
         )
     total = sum(line.payment.amount.minor for line in lines)
-    sheet.append(["", "", f"Tổng cộng: {len(lines)} người", "", total, "", "", ""])
+    sheet.append(
+        sheet_row(sheet, ["", "", f"Tổng cộng: {len(lines)} người", "", total, "", "", ""])
+    )
     last = sheet.max_row
     for cell in (sheet["A1"], *sheet[2], *sheet[last]):
         cell.font = bold

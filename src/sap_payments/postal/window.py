@@ -25,6 +25,7 @@ from sap_payments.cycles import CLOSED, PREPARED, require_cycle
 from sap_payments.dispatch import apply_results
 from sap_payments.errors import CycleStateError
 from sap_payments.instructions import InstructionState
+from sap_payments.leases import cycle_lease
 from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.postal.plugin import PostalCashProvider
@@ -117,19 +118,22 @@ def close_window(
     today: dt.date | None = None,
     early: bool = False,
     reverify_after: int | None = None,
+    wait: float = 0.0,
 ) -> WindowClose:
     """Close the provider's payment window of the cycle: ACCEPTED → UNCLAIMED; flag those
-    uncollected ``reverify_after`` cycles in a row (default: the provider's setting).
+    uncollected ``reverify_after`` cycles in a row (default: the provider's setting). Holds
+    the cycle's lease (``wait``: seconds to wait for it; see :mod:`sap_payments.leases`).
 
     Raises:
         CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
+        CycleBusy: another run holds the cycle's lease.
         WindowStillOpen: a payout list's window ends after ``today``, and not ``early``.
     """
     if isinstance(period, str):
         period = Period.parse(period)
     threshold = provider.reverify_after if reverify_after is None else reverify_after
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    with store.transaction():
+    with cycle_lease(store, programme, period, "close-window", wait=wait), store.transaction():
         require_cycle(
             store,
             programme,
@@ -150,7 +154,6 @@ def close_window(
             [Result(r.instruction_id, ResultKind.UNCLAIMED) for r in open_records],
             provider=provider.name,
             actor="window-close",
-            known={r.instruction_id: (r.state, r.provider) for r in open_records},
         )
         currency = open_records[0].currency if open_records else "VND"
         amount = Money(sum(r.amount for r in open_records), currency)

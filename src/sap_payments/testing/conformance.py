@@ -56,6 +56,7 @@ from sap_payments.plugins import load_plugin
 from sap_payments.providers import (
     AddressCheck,
     Capabilities,
+    LedgerBoundProvider,
     Payment,
     Provider,
     ProviderError,
@@ -154,6 +155,13 @@ class _Session:
             "Provider protocol (name, capabilities, submit, status, validate, parse_report, "
             "close)",
         )
+        if provider.capabilities.ledger_identity:  # bound as open_provider binds it
+            if not isinstance(provider, LedgerBoundProvider):
+                raise self.fail(
+                    "capabilities.ledger_identity is declared, but there is no "
+                    "bind_ledger(ledger_id) method"
+                )
+            provider.bind_ledger(hashlib.sha256(self.key_prefix.encode()).hexdigest()[:16])
         try:
             yield provider
         except BaseException:

@@ -91,16 +91,17 @@ class PostOfficeSimulator:
         key = line["instruction_id"]
         draw = self._draw(key)
         fixed = [key, line["collection_code"], line["amount"], line["pay_point"]]
+        ledger = line.get("ledger") or ""  # copied from the list, as a post office's system would
         if draw % 1000 < self.unclaimed_per_mille:
             if draw % 2:  # half reported, half left for the window close
                 self.counts["not_reported"] += 1
                 return None
             self.counts["unclaimed"] += 1
-            return [*fixed, "unclaimed", "", "", "", ""]
+            return [*fixed, "unclaimed", "", "", "", "", ledger]
         on = opens + dt.timedelta(days=(draw // 1000) % days)
         self.counts["paid"] += 1
         if line["payee_kind"] == "proxy":
             self.counts["by_proxy"] += 1
             reference = self.authorisation(key) or ""
-            return [*fixed, "paid", on.isoformat(), "proxy", line["payee"], reference]
-        return [*fixed, "paid", on.isoformat(), "beneficiary", "", ""]
+            return [*fixed, "paid", on.isoformat(), "proxy", line["payee"], reference, ledger]
+        return [*fixed, "paid", on.isoformat(), "beneficiary", "", "", ledger]
