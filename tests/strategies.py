@@ -4,11 +4,18 @@ A :class:`Plan` is a roster of a few beneficiaries and the cycles to run on it. 
 fixes (first and last month, paid_through, category) stays the same for the whole plan; what a
 clerk changes between imports (status, coefficient, channel, proxy mandate) changes per step, and
 each step says what dispatch did to the approved instructions afterwards.
+
+Also what a hostile payment operator may answer (:class:`Mutation`, :func:`hostile_plans`,
+:func:`hostile_routes`) and values generated from an OpenAPI schema (:func:`from_openapi`), for
+the GSMA adapter's tests (``tests/test_gsma_hostile.py``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from hypothesis import strategies as st
@@ -166,3 +173,206 @@ def plans(draw: st.DrawFn, *, max_people: int = 4, max_cycles: int = 4) -> Plan:
         outcomes = tuple(draw(st.sampled_from(OUTCOMES)) for _ in people)
         steps.append(Step(period, terms, late, revised, outcomes))
     return Plan(people, tuple(steps))
+
+
+# -- hostile operator answers (tests/test_gsma_hostile.py) ----------------------------------------
+#: JSON values that are not objects: what a broken gateway or a foreign API may answer.
+NOT_OBJECTS: tuple[object, ...] = ([], [{}], "text", "", 0, 5.5, None, True)
+#: A value of the wrong type for any field.
+WRONG_TYPES: tuple[object, ...] = ([], {}, 7, -1, 1e308, None, False, "", "x" * 300, [{"k": 1}])
+#: Request, transaction and batch states: the GSMA's own and foreign ones.
+STATES = ("pending", "completed", "failed", "success", "reversed", "rejected", "COMPLETED", "", "?")
+#: Amounts (and currencies) an answer may echo: another amount, and text that is no amount.
+AMOUNTS: tuple[object, ...] = ("1", "360001", "360000.5", "-5", "1e9", "Infinity", "NaN", 5, None)
+CURRENCIES: tuple[object, ...] = ("USD", "XYZ", "", 5, None)
+#: Where a ``link`` may point instead: nowhere of ours, no URL, another host.
+LINKS: tuple[object, ...] = (
+    "/transactions/NOPE",
+    "/batchtransactions/",
+    "/elsewhere/1",
+    "http://[",
+    "https://elsewhere.example/transactions/T-1",
+    "/requeststates/\x00 ?x=1",
+    5,
+)
+#: HTTP statuses an answer may come with instead of its own (never a forged GSMA 404: an
+#: operator that says "never received" of what it received cannot be defended against).
+STATUSES = (200, 201, 202, 204, 302, 404, 418)
+#: Header values of a count or a wait that are no such thing.
+BAD_NUMBERS = ("abc", "-1", "99999999999999999999999", "²", "1e3", "")
+
+
+@attrs.frozen
+class Mutation:
+    """One way to spoil one answer; the test that serves the answers applies it.
+
+    ``kind``: ``not_object`` (the body becomes ``value``), ``html`` (an HTML page with status
+    ``value``), ``truncate`` (the JSON text cut at the fraction ``value``), ``deep`` (a list
+    nested ``value`` deep), ``huge`` (padded past the size cap), ``drop`` / ``retype`` (the
+    ``index``-th field removed / given ``value``), ``foreign_key`` (the instruction key replaced
+    by the ``index``-th of the keys known, or one never sent), ``amount``, ``currency``,
+    ``wallet``, ``state``, ``link`` (that field given ``value``), ``status`` (the HTTP status
+    ``value``), ``count_header`` (``X-Records-Available-Count: value``), ``extra_entry`` (a
+    listing gains an entry for the ``index``-th key), ``offset_ignored`` (a listing answers its
+    first page whatever the offset) and ``spec`` (the body replaced by a value valid against the
+    operation's schema in the GSMA files: valid, but about nothing we sent).
+    """
+
+    kind: str
+    value: object = None
+    index: int = 0
+
+
+def mutations() -> st.SearchStrategy[Mutation]:
+    """Every kind of :class:`Mutation`, with its values; those that make an answer say
+    something else of a payment (another key, amount, wallet or state) twice as often."""
+    index = st.integers(min_value=0, max_value=7)
+    about_payments = st.one_of(
+        st.builds(Mutation, st.just("foreign_key"), st.none(), index),
+        st.builds(Mutation, st.just("amount"), st.sampled_from(AMOUNTS)),
+        st.builds(Mutation, st.just("wallet"), st.sampled_from(("0999999999", "", 5, None))),
+        st.builds(Mutation, st.just("state"), st.sampled_from(STATES)),
+        st.builds(Mutation, st.just("extra_entry"), st.none(), index),
+        st.just(Mutation("spec")),
+    )
+    return st.one_of(
+        about_payments,
+        st.builds(Mutation, st.just("not_object"), st.sampled_from(NOT_OBJECTS)),
+        st.builds(Mutation, st.just("html"), st.sampled_from((200, 201, 202, 400, 404))),
+        st.builds(Mutation, st.just("truncate"), st.floats(min_value=0.0, max_value=0.95)),
+        st.builds(Mutation, st.just("deep"), st.sampled_from((2_000, 100_000))),
+        st.just(Mutation("huge")),
+        st.builds(Mutation, st.just("drop"), st.none(), index),
+        st.builds(Mutation, st.just("retype"), st.sampled_from(WRONG_TYPES), index),
+        st.builds(Mutation, st.just("foreign_key"), st.none(), index),
+        st.builds(Mutation, st.just("amount"), st.sampled_from(AMOUNTS)),
+        st.builds(Mutation, st.just("currency"), st.sampled_from(CURRENCIES)),
+        st.builds(Mutation, st.just("wallet"), st.sampled_from(("0999999999", "", 5, None))),
+        st.builds(Mutation, st.just("state"), st.sampled_from(STATES)),
+        st.builds(Mutation, st.just("link"), st.sampled_from(LINKS)),
+        st.builds(Mutation, st.just("status"), st.sampled_from(STATUSES)),
+        st.builds(Mutation, st.just("count_header"), st.sampled_from(BAD_NUMBERS)),
+        st.builds(Mutation, st.just("extra_entry"), st.none(), index),
+        st.just(Mutation("offset_ignored")),
+        st.just(Mutation("spec")),
+    )
+
+
+def hostile_plans(max_size: int = 16) -> st.SearchStrategy[tuple[Mutation | None, ...]]:
+    """What happens to each answer, in the order they are served (None: served as it is;
+    answers past the end of the plan are served as they are)."""
+    return st.lists(st.none() | mutations(), max_size=max_size).map(tuple)
+
+
+#: The operations of the GSMA disbursement flow, as ``hostile_routes`` names them.
+ROUTES = (
+    "POST /transactions/type/disbursement",
+    "GET /requeststates/{id}",
+    "GET /transactions/{ref}",
+    "GET /responses/{cid}",
+    "POST /batchtransactions",
+    "GET /batchtransactions/{id}",
+    "GET /batchtransactions/{id}/completions",
+    "GET /batchtransactions/{id}/rejections",
+)
+
+
+def hostile_routes(
+    max_size: int = 6,
+) -> st.SearchStrategy[dict[str, tuple[Mutation | None, ...]]]:
+    """What happens to the answers of some operations, in the order each operation answers
+    (taken before :func:`hostile_plans`' order): a spoiled answer lands on a late step of the
+    flow — a status look-up — as often as on the first."""
+    return st.dictionaries(
+        st.sampled_from(ROUTES),
+        st.lists(st.none() | mutations(), min_size=1, max_size=max_size).map(tuple),
+        max_size=3,
+    )
+
+
+def from_openapi(
+    document: Mapping[str, Any], schema: Mapping[str, Any], depth: int = 0
+) -> st.SearchStrategy[Any]:
+    """Values valid against ``schema``, a schema of the OpenAPI 3.0 ``document``: the subset
+    the GSMA files use — ``$ref``, ``allOf``, objects (required properties always, optional ones
+    while shallow), arrays, strings (``enum``, ``pattern``, lengths, ``date``/``date-time``),
+    integers, numbers, booleans."""
+    while "$ref" in schema:
+        target: Any = document
+        for part in str(schema["$ref"]).removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    if "allOf" in schema:
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        properties: dict[str, Any] = dict(merged.get("properties", {}))
+        required: list[str] = list(merged.get("required", []))
+        for part in schema["allOf"]:
+            while "$ref" in part:
+                target = document
+                for piece in str(part["$ref"]).removeprefix("#/").split("/"):
+                    target = target[piece]
+                part = target
+            properties.update(part.get("properties", {}))
+            required.extend(part.get("required", []))
+            merged.update({k: v for k, v in part.items() if k not in ("properties", "required")})
+        if properties:
+            merged["properties"] = properties
+        merged["required"] = required
+        schema = merged
+    if "enum" in schema:
+        return st.sampled_from(list(schema["enum"]))
+    kind = schema.get("type") or ("object" if "properties" in schema else None)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        needed = set(schema.get("required", ()))
+        return st.fixed_dictionaries(
+            {name: from_openapi(document, properties[name], depth + 1) for name in needed},
+            optional={}
+            if depth > 2
+            else {
+                name: from_openapi(document, sub, depth + 1)
+                for name, sub in properties.items()
+                if name not in needed
+            },
+        )
+    if kind == "array":
+        low = int(schema.get("minItems", 0))
+        return st.lists(
+            from_openapi(document, schema.get("items", {}), depth + 1),
+            min_size=low,
+            max_size=max(low, min(int(schema.get("maxItems", 3)), 3)),
+        )
+    if kind == "string":
+        return _openapi_text(schema)
+    if kind == "integer":
+        return st.integers(
+            min_value=schema.get("minimum", -(2**31)), max_value=schema.get("maximum", 2**31)
+        )
+    if kind == "number":
+        return st.integers(min_value=0, max_value=10**9)
+    if kind == "boolean":
+        return st.booleans()
+    return st.none()
+
+
+def _openapi_text(schema: Mapping[str, Any]) -> st.SearchStrategy[str]:
+    low = int(schema.get("minLength", 0))
+    high = int(schema.get("maxLength", 40))
+    form = schema.get("format")
+    if form == "date-time":
+        return st.datetimes(timezones=st.just(dt.UTC)).map(lambda t: t.isoformat())
+    if form == "date":
+        return st.dates().map(lambda d: d.isoformat())
+    pattern = schema.get("pattern")
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error:
+            pass
+        else:
+            return st.from_regex(pattern, fullmatch=True).filter(lambda s: low <= len(s) <= high)
+    return st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+        min_size=low,
+        max_size=max(low, min(high, 24)),
+    )

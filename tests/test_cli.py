@@ -50,6 +50,11 @@ INSTRUCTION_KEYS = [
     "held_reason",
     "commune_code",
     "lines",
+    # why a FAILED, RETURNED or UNCLAIMED instruction ended so (null otherwise): our reason, the
+    # provider's own code and words
+    "reason",
+    "provider_code",
+    "provider_message",
 ]
 CHANGES_KEYS = [
     "programme",

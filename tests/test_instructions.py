@@ -44,6 +44,7 @@ EXPECTED_MOVES = {
     (S.ACCEPTED, S.PAID),
     (S.ACCEPTED, S.FAILED),
     (S.ACCEPTED, S.UNCLAIMED),
+    (S.ACCEPTED, S.UNKNOWN),  # an answer that does not match what was sent: held for review
     (S.PAID, S.RETURNED),
 }
 

@@ -384,7 +384,14 @@ def test_camt054_02_amounts_in_amount_details() -> None:
         EntryNotice("I2025-09-0000001", Money.vnd(540_000), True, True, False, None, "BIDV-B-0001"),
         EntryNotice("I2025-09-0000002", Money.vnd(360_000), True, True, False, None, "BIDV-T-0002"),
         EntryNotice(
-            "I2025-09-0000005", Money.vnd(1_080_000), True, False, False, "AC04", "BIDV-R-0003"
+            "I2025-09-0000005",
+            Money.vnd(1_080_000),
+            True,
+            False,
+            False,
+            "AC04",
+            "BIDV-R-0003",
+            "Account closed",  # the return's AddtlInf: the bank's own words
         ),
         # its only detail names no amount: the entry's
         EntryNotice("I2025-09-0000003", Money.vnd(720_000), False, True),
@@ -410,6 +417,7 @@ def test_camt054_02_amounts_in_amount_details() -> None:
             Reason.CLOSED_ACCOUNT,
             provider_reference="BIDV-R-0003",
             provider_code="AC04",
+            provider_message="Account closed",
             amount=Money.vnd(1_080_000),
         ),
         Result("I2025-09-0000003", ResultKind.PENDING, amount=Money.vnd(720_000)),

@@ -112,7 +112,7 @@ def test_a_ledger_made_before_ids_gets_one_when_migrated(tmp_path: Path) -> None
     path = tmp_path / "old.db"
     SQLiteStore(path, durable=False).close()
     db = sqlite3.connect(path)  # as schema version 6 left it: no ledger_identity, no leases
-    db.executescript("DROP TABLE ledger_identity; DROP TABLE leases; PRAGMA user_version = 6;")
+    db.executescript("DROP TABLE ledger_identity; DROP TABLE leases; DROP TABLE plugin_state; DROP TABLE review_items; DROP INDEX instructions_returned; PRAGMA user_version = 6;")
     db.close()
     with SQLiteStore(path, durable=False) as store:
         assert LEDGER_ID.fullmatch(store.ledger_id)

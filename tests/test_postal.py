@@ -541,7 +541,8 @@ def test_three_unclaimed_months_in_a_row_flag_the_beneficiary(tmp_path: Path) ->
     for period in ("2021-09", "2021-10", "2021-11"):
         dispatched(ledger, period)
         line = payout_lines(tmp_path / "outbox")[ids(ledger, period)["B2"]]
-        write_confirmations(tmp_path / f"c-{period}.csv", [confirmation(line)])
+        paid = confirmation(line, collected_on=f"{period}-14")  # a day of the month's window
+        write_confirmations(tmp_path / f"c-{period}.csv", [paid])
         ledger.import_confirmations(tmp_path / f"c-{period}.csv", provider="vnpost")
         closed = ledger.close_window(period, provider="vnpost", early=True)
         flagged_after.append(closed.flagged)

@@ -159,6 +159,7 @@ from sap_payments.public_list import (
     mask_national_id,
     public_list,
 )
+from sap_payments.reviews import ReviewNotFound, ReviewRefused, resolve_review
 from sap_payments.roster import ROSTER_COLUMNS, ImportResult, import_areas, import_roster
 from sap_payments.rules import Category, RuleSet, StandardLevel
 from sap_payments.signing import (
@@ -274,6 +275,8 @@ __all__ = [
     "PublicLine",
     "PublicList",
     "ReviewLine",
+    "ReviewNotFound",
+    "ReviewRefused",
     "RowProblem",
     "RuleSet",
     "RunResult",
@@ -328,6 +331,7 @@ __all__ = [
     "parse_vietqr",
     "prepare",
     "public_list",
+    "resolve_review",
     "run_campaign",
     "schedule_campaign",
     "settlement_report",

@@ -15,7 +15,7 @@ through unchanged.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, NoReturn, Self
 
@@ -90,11 +90,22 @@ class LedgerCursor(sqlite3.Cursor):
         except sqlite3.Error as exc:
             _reraise(exc, self.connection)
 
-    def __next__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator, not self
+        # Rows a few hundred at a time: mapping errors row by row (a Python ``__next__``) would
+        # cost a method call per row on the streaming merges of prepare.
+        return _rows(self)
+
+
+def _rows(cursor: LedgerCursor) -> Iterator[Any]:
+    fetch = sqlite3.Cursor.fetchmany
+    while True:
         try:
-            return super().__next__()
+            rows = fetch(cursor, 512)
         except sqlite3.Error as exc:
-            _reraise(exc, self.connection)
+            _reraise(exc, cursor.connection)
+        if not rows:
+            return
+        yield from rows
 
 
 class LedgerConnection(sqlite3.Connection):

@@ -2,8 +2,9 @@
 
 Every command exits 0 on success and non-zero on any error, with a one-line cause on stderr
 (``--debug`` adds the traceback); ``cycle dispatch`` exits 3 when instructions wait for a
-provider that is not configured (docs/formats.md, section 5). Long work shows progress on
-stderr when it is a terminal.
+provider that is not configured (docs/formats.md, section 5). ``cycle dispatch`` and ``cycle
+reconcile`` go on past a provider that fails, then exit 1 with one ``error:`` line per failure.
+Long work shows progress on stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +35,7 @@ from sap_payments._enrolment_cli import (
     enrolment_command,
 )
 from sap_payments._keys_cli import add_keys_parsers, erase_command, keys_command
+from sap_payments._review_cli import add_review_parsers, review_command
 from sap_payments.config import Config
 from sap_payments.cycles import reviewing
 from sap_payments.errors import InvalidInput, SapPaymentsError
@@ -418,6 +420,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the e-wallet channel: the in-process sandbox, or the GSMA Mobile Money API "
         "against a loopback sandbox server started for the demo",
     )
+    add_review_parsers(commands, common, _period)
     sandbox = commands.add_parser("sandbox", help="sandbox servers to test against")
     sandboxes = sandbox.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = sandboxes.add_parser(
@@ -604,21 +607,44 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
                 )
             finally:
                 progress.done()
+            answers = [
+                f"{sent.paid:,} paid",
+                f"{sent.failed:,} failed",
+                f"{sent.pending:,} pending",
+                f"{sent.unknown:,} unknown (a status query will settle them)",
+            ]
+            if sent.refused:
+                answers.append(f"{sent.refused:,} refused by the provider before sending")
+            if sent.review:
+                answers.append(f"{sent.review:,} held for review (see 'review list')")
             out.write(
-                f"cycle {args.period}: {sent.sent:,} instructions sent in {sent.batches:,} "
-                f"batches — {sent.paid:,} paid, {sent.failed:,} failed, {sent.pending:,} "
-                f"pending, {sent.unknown:,} unknown (a status query will settle them)\n"
+                f"cycle {args.period}: this run sent {sent.sent:,} instructions in "
+                f"{sent.batches:,} batches; their answers: {', '.join(answers)}\n"
+                f"cycle {args.period} now holds: {_by_state(sent.states)}\n"
             )
-            for error in sent.errors:
-                out.write(f"  warning: {error}\n")
+            for name, count in sorted(sent.waiting.items()):
+                out.write(
+                    f"  warning: provider {name} is not configured: {count} instructions wait\n"
+                )
+            if sent.errors:
+                raise _ProvidersFailed(sent.errors)
             _check_nothing_waits(ledger, args)
             return
         if args.action == "reconcile":
             done = ledger.reconcile(args.period, programme=args.programme, wait=args.wait)
+            held = f", {done.held:,} held for review" if done.held else ""
+            reviewed = (
+                f"; {done.under_review:,} under review, not queried (see 'review list')"
+                if done.under_review
+                else ""
+            )
             out.write(
                 f"cycle {args.period}: {done.queried:,} queried, {done.applied:,} results "
-                f"applied, {done.ignored:,} stale results ignored; {done.open:,} still open\n"
+                f"applied, {done.ignored:,} stale results ignored{held}{reviewed}; "
+                f"{done.open:,} still open\n"
             )
+            if done.errors:
+                raise _ProvidersFailed(done.errors)
             return
         if args.action == "close-window":
             window = ledger.close_window(
@@ -651,8 +677,34 @@ def _cmd_cycle(args: argparse.Namespace, out: TextIO) -> None:
         cycle = ledger.cycle(args.period, programme=args.programme)
         rows, review = reviewing(ledger.store, cycle, ledger.instructions(cycle=cycle))
         with _Target(args, out) as target:
-            write_cycle(target, args.format, cycle, rows, review=review)
+            write_cycle(
+                target,
+                args.format,
+                cycle,
+                rows,
+                review=review,
+                outcomes={
+                    ident: detail
+                    for ident, _, _, _, detail in ledger.store.result_details(
+                        cycle.programme, cycle.period
+                    )
+                    if detail is not None
+                },
+            )
         write_review(args, out, review())
+
+
+def _by_state(states: Mapping[str, int]) -> str:
+    return ", ".join(f"{count:,} {state}" for state, count in states.items()) or "nothing"
+
+
+class _ProvidersFailed(Exception):
+    """Dispatch or reconcile done as far as it could, but providers failed: one line each on
+    stderr, exit ``EXIT_ERROR``."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__(lines[0] if lines else "")
+        self.lines = tuple(lines)
 
 
 class _InstructionsWait(Exception):
@@ -850,6 +902,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], None]] = {
         args, out, _open
     ),
     "audit": lambda args, out: audit_command(args, out, _open),
+    "review": lambda args, out: review_command(args, out, _open, _Target),
     "erase": lambda args, out: erase_command(args, out, _open),
 }
 
@@ -868,6 +921,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except _InstructionsWait as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_WAITING
+    except _ProvidersFailed as exc:
+        sys.stderr.writelines(f"error: {line}\n" for line in exc.lines)
+        return EXIT_ERROR
     except SapPaymentsError as exc:
         if debug:
             traceback.print_exc()

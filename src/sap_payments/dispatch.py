@@ -13,6 +13,13 @@ The guarantees, each a test:
 * **Results only move forward.** A result is applied through the transition table; a late,
   repeated or out-of-order result that would move a final state, or move backwards, is ignored
   (and recorded as an ``result.ignored`` event).
+* **An answer that does not match is never applied.** A result naming another amount,
+  currency or account than the instruction's raises a review item and moves the instruction to
+  UNKNOWN; while the item is open every answer about it is held (:mod:`sap_payments.reviews`).
+* **A refusal fails one payment, not the batch.** A plugin that refuses some payments before
+  sending anything (:class:`~sap_payments.providers.PaymentsRefused`) fails exactly those; the
+  rest go again as a new batch. A plugin that crashes in ``submit`` leaves its batch UNKNOWN
+  (a status query settles it), never SUBMITTED with no way out.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from sap_payments._files import write_atomically
+from sap_payments._result_detail import result_detail
 from sap_payments.beneficiaries import parse_address
 from sap_payments.config import DEFAULT_PROGRAMME
 from sap_payments.cycles import CLOSED, PREPARED, require_cycle
@@ -37,13 +45,17 @@ from sap_payments.money import Money
 from sap_payments.periods import Period
 from sap_payments.providers import (
     Payment,
+    PaymentsRefused,
     Provider,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    Reason,
+    ReportRefused,
     Result,
     ResultKind,
 )
+from sap_payments.reviews import HOLD_PATHS, mismatches
 from sap_payments.signing import check_dispatch
 from sap_payments.store import (
     BatchRecord,
@@ -119,6 +131,20 @@ def _now() -> str:
 
 @attrs.frozen
 class DispatchResult:
+    """What one dispatch run did, and what the cycle holds after it — kept apart.
+
+    This run: ``sent`` instructions handed to providers (each counted once, also when it went
+    again after a refusal) in ``batches`` batches, and what this run's answers said of them:
+    ``paid``, ``failed``, ``pending`` (accepted, in progress), ``unknown`` (no usable answer: a
+    status query settles them), ``refused`` (refused by the plugin before anything was sent:
+    FAILED with its reason) and ``review`` (an answer that did not match what was sent: UNKNOWN,
+    held for review). They add up to ``sent``.
+
+    ``errors``: one line per provider failure (a provider error, a plugin that crashed): the run
+    did not do all it was asked. ``waiting``: provider → READY instructions left because the
+    provider is not configured. ``states``: the cycle's instructions by state after the run.
+    """
+
     batches: int
     sent: int
     paid: int
@@ -126,21 +152,40 @@ class DispatchResult:
     pending: int
     unknown: int
     errors: tuple[str, ...]
+    refused: int = 0
+    review: int = 0
+    waiting: Mapping[str, int] = attrs.field(factory=dict)
+    states: Mapping[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
 class ApplyResult:
+    """``applied``: results that moved an instruction or confirmed it in progress; ``ignored``:
+    stale ones (``result.ignored``); ``unknown_keys``: keys of no instruction of the provider;
+    ``held``: keys whose result was not applied for review (a mismatch found now, or an open
+    review item); ``reviews``: the ids of the review items raised."""
+
     applied: int
     ignored: int
     unknown_keys: tuple[str, ...]
+    held: tuple[str, ...] = ()
+    reviews: tuple[int, ...] = ()
 
 
 @attrs.frozen
 class ReconcileResult:
+    """``queried`` instructions, ``applied``/``ignored``/``held`` results (held: not applied,
+    for review); ``under_review``: open instructions not queried because a review item holds
+    them; ``open``: the cycle's open instructions after the run; ``errors``: one line per
+    provider that could not be queried (the others were)."""
+
     queried: int
     applied: int
     ignored: int
     open: int
+    errors: tuple[str, ...] = ()
+    held: int = 0
+    under_review: int = 0
 
 
 @attrs.frozen
@@ -155,8 +200,12 @@ class CloseResult:
     checkpoint_file: Path | None = None
 
 
-def payment_of(record: InstructionRecord, reference: str) -> Payment:
-    """What a provider is sent for an instruction: key, amount, address, payee, reference."""
+def payment_of(
+    record: InstructionRecord, reference: str, *, batch_created_at: str | None = None
+) -> Payment:
+    """What a provider is sent for an instruction: key, amount, address, payee, reference —
+    and when the ledger committed its batch (``batch_created_at``, the batch record's
+    ``created_at``), so that a plugin writing it into a file writes the same bytes again."""
     return Payment(
         key=record.instruction_id,
         amount=Money(record.amount, record.currency),
@@ -164,6 +213,9 @@ def payment_of(record: InstructionRecord, reference: str) -> Payment:
         payee_name=record.payee_name,
         reference=reference,
         payee_is_proxy=record.payee_kind == "proxy",
+        batch_created_at=(
+            None if batch_created_at is None else dt.datetime.fromisoformat(batch_created_at)
+        ),
     )
 
 
@@ -205,33 +257,136 @@ def apply_results(
     the cycle can be in flight (:func:`reconcile`). Anywhere else — a report, a callback — it
     may describe a batch still on the wire, so it is recorded as ``result.ignored``.
 
+    The mismatch rule, the same for every channel: a result that would move an instruction and
+    names an amount or an account (``Result.amount``, ``Result.address``) other than the
+    instruction's is not applied; a review item is raised and the instruction moves to UNKNOWN
+    (see :mod:`sap_payments.reviews`). While an instruction has an open review item, every
+    result about it is held (``result.held``), a matching one too.
+
     Each result is judged against the instruction's state read in the same transaction as
     the moves are written, and every move is compare-and-set (``Store.apply_moves``): two
     commands applying the same answer at once (two reconciles, a callback racing a report)
     move an instruction once; the second finds it moved and records ``result.ignored``.
     Results for unknown keys (or another provider's) are reported back, not applied.
     """
+    return _apply_results(
+        store, results, provider=provider, actor=actor, resend_not_found=resend_not_found
+    )
+
+
+def _apply_results(
+    store: Store,
+    results: Iterable[Result],
+    *,
+    provider: str | None = None,
+    actor: str | None = None,
+    resend_not_found: bool = False,
+    read: Mapping[str, InstructionRecord] | None = None,
+) -> ApplyResult:
+    """:func:`apply_results`; ``read``: instructions the caller has just read (the batch a
+    submit answered), so that they are not read and unsealed again for the mismatch rule (what
+    an approved instruction pays, and where, does not change)."""
     results = list(results)
     at = _now()
     with store.transaction():
-        known = store.states_by_id(sorted({x.key for x in results}))
+        keys = sorted({x.key for x in results})
+        known = store.states_by_id(keys)
         state = {key: current for key, (current, _) in known.items()}
+        under_review = store.open_reviews(keys) if known else {}
+        # what the instruction says, read only for results that name an amount or an account
+        read = read or {}
+        checked = sorted(
+            {
+                x.key
+                for x in results
+                if (x.amount is not None or x.address is not None)
+                and x.key in known
+                and x.key not in read
+            }
+        )
+        records = {**read, **{r.instruction_id: r for r in store.instructions_by_id(checked)}}
         moves: list[Move] = []
-        ignored: list[EventRecord] = []
+        events: list[EventRecord] = []
         unknown: list[str] = []
+        held: list[str] = []
+        raised: list[int] = []
+        ignored = 0
         for result in results:
             entry = known.get(result.key)
             if entry is None or (provider is not None and entry[1] != provider):
                 unknown.append(result.key)
                 continue
             current = state[result.key]
-            if result.kind == ResultKind.PENDING and current == S.ACCEPTED:
-                continue  # still in progress: nothing new to record
+            if result.key in under_review:
+                held.append(result.key)
+                events.append(
+                    EventRecord(
+                        at,
+                        "result.held",
+                        result.key,
+                        current,
+                        None,
+                        actor,
+                        f"{result.kind} while {current}, not applied: review item "
+                        f"{under_review[result.key]} is open",
+                    )
+                )
+                continue
             steps = _STEPS.get((result.kind, current))
             if result.kind == ResultKind.NOT_FOUND and not resend_not_found:
                 steps = None  # not authoritative here: the send may still be in flight
+            in_progress = result.kind == ResultKind.PENDING and current == S.ACCEPTED
+            record = records.get(result.key)
+            found = (
+                mismatches(store, record, result)
+                if record is not None
+                and result.kind != ResultKind.NOT_FOUND
+                and (steps is not None or in_progress)
+                else []
+            )
+            if found:
+                held.append(result.key)
+                numbers = []
+                for kind, detail in found:
+                    number = store.add_review_item(
+                        result.key, entry[1], kind, f"{result.kind}: {detail}", at
+                    )
+                    numbers.append(number)
+                    events.append(
+                        EventRecord(
+                            at,
+                            "review.raised",
+                            result.key,
+                            current,
+                            None,
+                            actor,
+                            f"item {number}: {kind}: {result.kind}: {detail}",
+                        )
+                    )
+                raised.extend(numbers)
+                under_review[result.key] = numbers[0]
+                path = HOLD_PATHS[S(current)]
+                listed = ", ".join(map(str, numbers))
+                for before, after in zip((S(current), *path), path, strict=False):
+                    moves.append(
+                        Move(
+                            result.key,
+                            before,
+                            after,
+                            f"instruction.{after.value.lower()}",
+                            f"the answer does not match the instruction: review item {listed}",
+                            None,
+                            result.provider_reference,
+                        )
+                    )
+                if path:
+                    state[result.key] = path[-1]
+                continue
+            if in_progress:
+                continue  # still in progress: nothing new to record
             if steps is None:
-                ignored.append(
+                ignored += 1
+                events.append(
                     EventRecord(
                         at,
                         "result.ignored",
@@ -245,12 +400,20 @@ def apply_results(
                 continue
             reason = result.reason.value if result.reason else None
             reference = result.provider_reference
+            # our reason, and beside it the provider's own code and words (cycle show reads them)
+            said = result_detail(reason, result.provider_code, result.provider_message)
             for before, after, kind in steps:
-                moves.append(Move(result.key, before, after, kind, reason, reason, reference))
+                moves.append(Move(result.key, before, after, kind, said, reason, reference))
             state[result.key] = steps[-1][1]
         store.apply_moves(moves, at, actor)
-        store.append_events(ignored)
-    return ApplyResult(len(results) - len(ignored) - len(unknown), len(ignored), tuple(unknown))
+        store.append_events(events)
+    return ApplyResult(
+        len(results) - ignored - len(unknown) - len(held),
+        ignored,
+        tuple(unknown),
+        tuple(held),
+        tuple(raised),
+    )
 
 
 def _moves(records: Iterable[InstructionRecord], to: S, detail: str | None) -> list[Move]:
@@ -298,7 +461,7 @@ def dispatch(
     _cycle(store, programme, period)
     with cycle_lease(store, programme, period, "dispatch", wait=wait) as lease:
         _cycle(store, programme, period)  # closed while this run waited?
-        _reconcile(store, period, providers, programme, lease, stale=True)
+        first = _reconcile(store, period, providers, programme, lease, stale=True)
         return _dispatch(
             store,
             period,
@@ -308,7 +471,33 @@ def dispatch(
             progress,
             trusted_approver_keys,
             lease,
+            first.errors,
         )
+
+
+@attrs.define
+class _Run:
+    """What a dispatch run has done so far (see :class:`DispatchResult`)."""
+
+    batches: int = 0
+    sent: int = 0
+    paid: int = 0
+    failed: int = 0
+    pending: int = 0
+    unknown: int = 0
+    refused: int = 0
+    review: int = 0
+    errors: list[str] = attrs.field(factory=list)
+
+
+#: How an answer's result kind is counted in a run's summary.
+_COUNTED: Final = {
+    ResultKind.PAID: "paid",
+    ResultKind.FAILED: "failed",
+    ResultKind.RETURNED: "failed",
+    ResultKind.UNCLAIMED: "failed",
+    ResultKind.PENDING: "pending",
+}
 
 
 def _dispatch(
@@ -320,11 +509,12 @@ def _dispatch(
     progress: Callable[[int], None] | None,
     trusted_approver_keys: Collection[str],
     lease: CycleLease,
+    earlier_errors: Sequence[str] = (),
 ) -> DispatchResult:
     reference = f"{programme} {period}"
-    counts = {"batches": 0, "sent": 0}
+    run = _Run(errors=list(earlier_errors))
     sequence = len(store.batches(programme, period.ordinal))
-    errors: list[str] = []
+    waiting: dict[str, int] = {}
     # Ids only up front; the instructions themselves are read a batch at a time.
     by_provider: dict[str, list[str]] = {}
     for ident, name in store.instruction_ids_in_state(programme, period.ordinal, S.READY):
@@ -341,39 +531,52 @@ def _dispatch(
     for name, idents in by_provider.items():
         provider = providers.get(name)
         if provider is None:
-            errors.append(f"provider {name} is not configured: {len(idents)} instructions wait")
+            waiting[name] = len(idents)
             continue
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(idents), size):
             lease.renew()  # the heartbeat; stops the run if another took the lease over
-            sequence += 1
-            sent = _send(
-                store,
-                provider,
-                name,
-                idents[start : start + size],
-                programme,
-                period,
-                reference,
-                outbox,
-                errors,
-                sequence,
-            )
-            counts["batches"] += sent > 0
-            counts["sent"] += sent
+            wanted: Sequence[str] = idents[start : start + size]
+            again = False
+            crashed = False
+            while wanted:  # a batch, then what a refusal left of it (fewer each round)
+                sequence += 1
+                wanted, crashed = _send(
+                    store,
+                    provider,
+                    name,
+                    wanted,
+                    programme,
+                    period,
+                    reference,
+                    outbox,
+                    run,
+                    sequence,
+                    again=again,
+                )
+                again = True
             if progress is not None:
-                progress(counts["sent"])
-    tally = dict.fromkeys(S, 0)
+                progress(run.sent)
+            if crashed:  # a plugin bug: its other instructions stay READY for the next run
+                left = len(idents) - start - size
+                if left > 0:
+                    run.errors[-1] += f"; {left} of its instructions were not sent (still READY)"
+                break
+    tally: dict[str, int] = {}
     for state, _provider, _commune, count, _amount in store.cycle_totals(programme, period.ordinal):
-        tally[S(state)] += count
+        tally[state] = tally.get(state, 0) + count
     return DispatchResult(
-        counts["batches"],
-        counts["sent"],
-        tally[S.PAID],
-        tally[S.FAILED],
-        tally[S.ACCEPTED] + tally[S.SUBMITTED],
-        tally[S.UNKNOWN],
-        tuple(errors),
+        run.batches,
+        run.sent,
+        run.paid,
+        run.failed,
+        run.pending,
+        run.unknown,
+        tuple(run.errors),
+        refused=run.refused,
+        review=run.review,
+        waiting=waiting,
+        states={state.value: tally[state.value] for state in S if state.value in tally},
     )
 
 
@@ -386,10 +589,14 @@ def _send(
     period: Period,
     reference: str,
     outbox: Path | None,
-    errors: list[str],
+    run: _Run,
     sequence: int,
-) -> int:
-    """Send one batch of the instructions ``wanted`` that are still READY; how many went."""
+    *,
+    again: bool = False,
+) -> tuple[list[str], bool]:
+    """Send one batch of the instructions ``wanted`` that are still READY (``again``: they were
+    counted as sent already, by the batch a refusal cut short). Returns the keys to send again
+    as a new batch (what a refusal left, back to READY) and whether the plugin crashed."""
     at = _now()
     with store.transaction():  # the outbox: intent and state change, committed together
         # read in the transaction that moves them: only what is READY now goes
@@ -399,8 +606,8 @@ def _send(
             key=lambda r: order[r.instruction_id],
         )
         if not chunk:
-            return 0
-        payments = [payment_of(record, reference) for record in chunk]
+            return [], False
+        payments = [payment_of(record, reference, batch_created_at=at) for record in chunk]
         payload = _payload(payments)
         digest = hashlib.sha256(payload).hexdigest()
         batch = BatchRecord(
@@ -418,23 +625,125 @@ def _send(
             _write_outbox(outbox, batch, payload)
         store.add_batch(batch)
         store.apply_moves(_moves(chunk, S.SUBMITTED, batch.batch_id), at, None)
+    run.batches += 1
+    if not again:
+        run.sent += len(chunk)
     try:
         results = provider.submit(payments)
+    except PaymentsRefused as exc:
+        keys = {r.instruction_id for r in chunk}
+        refused = {key: why for key, why in exc.refused.items() if key in keys}
+        if refused:
+            return _refused(store, chunk, batch, refused, run), False
+        _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
+        run.errors.append(f"{exc} (it named no payment of batch {batch.batch_id})")
+        run.unknown += len(chunk)
+        return [], False
     except ProviderTimeout as exc:
         _unanswered(store, chunk, batch, "timeout", f"no answer: {exc}")
-        return len(chunk)
+        run.unknown += len(chunk)
+        return [], False
     except ProviderUnavailable as exc:
         _unanswered(store, chunk, batch, "unavailable", f"provider unavailable: {exc}")
-        errors.append(str(exc))
-        return len(chunk)
+        run.errors.append(str(exc))
+        run.unknown += len(chunk)
+        return [], False
     except ProviderError as exc:
         _unanswered(store, chunk, batch, "error", f"provider error: {exc}")
-        errors.append(str(exc))
-        return len(chunk)
+        run.errors.append(str(exc))
+        run.unknown += len(chunk)
+        return [], False
+    except Exception as exc:  # noqa: BLE001 - a plugin bug must not strand its batch SUBMITTED
+        # Its message is not shown: a plugin's own text may hold personal data.
+        what = type(exc).__name__
+        _unanswered(store, chunk, batch, "error", f"the plugin failed in submit ({what})")
+        run.errors.append(
+            f"provider {name}: the plugin failed in submit ({what}): batch {batch.batch_id}, "
+            f"{len(chunk)} instructions UNKNOWN until a status query or report settles them"
+        )
+        run.unknown += len(chunk)
+        return [], True
+    ours = {r.instruction_id for r in chunk}
+    answered = [r for r in results if r.key in ours]
     with store.transaction():  # the answer and its results: one commit
         store.answer_batch(batch.batch_id, _now(), "answered")
-        apply_results(store, results, provider=name)
-    return len(chunk)
+        outcome = _apply_results(
+            store, answered, provider=name, read={r.instruction_id: r for r in chunk}
+        )
+        if len(answered) != len(results):  # keys this batch did not carry: not applied
+            store.append_events(
+                [
+                    EventRecord(
+                        _now(),
+                        "result.ignored",
+                        None,
+                        None,
+                        None,
+                        None,
+                        f"batch {batch.batch_id}: {len(results) - len(answered)} results name "
+                        "keys the batch did not carry",
+                    )
+                ]
+            )
+    kinds = {r.key: r.kind for r in answered}
+    held = set(outcome.held)
+    for record in chunk:
+        key = record.instruction_id
+        if key in held:
+            run.review += 1
+            continue
+        field = _COUNTED.get(kinds.get(key))  # type: ignore[arg-type]
+        if field is None:  # no answer for it (or "not found"): a status query settles it
+            run.unknown += 1
+        else:
+            setattr(run, field, getattr(run, field) + 1)
+    return [], False
+
+
+def _refused(
+    store: Store,
+    chunk: list[InstructionRecord],
+    batch: BatchRecord,
+    refused: Mapping[str, tuple[Reason, str]],
+    run: _Run,
+) -> list[str]:
+    """The plugin refused some payments before sending anything: those fail with its reason;
+    the rest were not sent either, so — as after an authoritative "never received" — they go
+    back to READY (SUBMITTED → UNKNOWN → READY, an event each) to go again as a new batch.
+    Returns the rest's keys."""
+    at = _now()
+    with store.transaction():
+        store.answer_batch(batch.batch_id, at, "refused")
+        states = store.states_by_id([r.instruction_id for r in chunk])
+        still = [r for r in chunk if states.get(r.instruction_id, ("",))[0] == S.SUBMITTED]
+        moves: list[Move] = []
+        rest: list[str] = []
+        for record in still:
+            key = record.instruction_id
+            if key in refused:
+                reason, message = refused[key]
+                check_transition(key, S.SUBMITTED, S.FAILED)
+                moves.append(
+                    Move(
+                        key,
+                        S.SUBMITTED,
+                        S.FAILED,
+                        "instruction.failed",
+                        f"refused by provider {batch.provider} before sending: {message}",
+                        reason.value,
+                    )
+                )
+            else:
+                rest.append(key)
+                detail = (
+                    f"batch {batch.batch_id} not sent: the provider refused other payments of "
+                    "it before sending anything; sent again in a new batch"
+                )
+                moves.append(Move(key, S.SUBMITTED, S.UNKNOWN, "instruction.unknown", detail))
+                moves.append(Move(key, S.UNKNOWN, S.READY, "instruction.ready", detail))
+        store.apply_moves(moves, at, None)
+    run.refused += sum(1 for r in still if r.instruction_id in refused)
+    return rest
 
 
 def _write_outbox(outbox: Path, batch: BatchRecord, payload: bytes) -> None:
@@ -488,8 +797,10 @@ def reconcile(
 
     With ``stale`` (what dispatch does first) only instructions left SUBMITTED by a run that
     died are queried. Providers without the ``status_query`` capability are skipped: their
-    results arrive as reports (:func:`apply_results`). The run holds the cycle's lease, as
-    :func:`dispatch` does (``wait``: seconds to wait for it).
+    results arrive as reports (:func:`apply_results`). Instructions held by an open review item
+    are not queried (``under_review``). A provider that fails (refused credentials, no answer,
+    a plugin bug) is named in ``errors``, one line each, and the others are still queried. The
+    run holds the cycle's lease, as :func:`dispatch` does (``wait``: seconds to wait for it).
 
     Raises:
         CycleNotFound, CycleStateError: the cycle is not approved, or is closed.
@@ -514,28 +825,53 @@ def _reconcile(
 ) -> ReconcileResult:
     states = [S.SUBMITTED] if stale else list(_QUERYABLE)
     open_records = store.instructions_in_states(programme, period.ordinal, states)
-    queried = applied = ignored = 0
+    # held by an open review item: only the operator's decision moves them; do not ask
+    reviewed = {item.instruction_id for item in store.review_items(programme, period.ordinal)}
+    queried = applied = ignored = held = 0
+    errors: list[str] = []
     by_provider: dict[str, list[InstructionRecord]] = {}
+    under_review = 0
     for record in open_records:
+        if record.instruction_id in reviewed:
+            under_review += 1
+            continue
         by_provider.setdefault(record.provider, []).append(record)
     for name, records in by_provider.items():
         provider = providers.get(name)
-        if provider is None or not provider.capabilities.status_query:
+        if provider is None:
+            errors.append(
+                f"provider {name} is not configured: {len(records)} open instructions could "
+                "not be queried"
+            )
             continue
+        if not provider.capabilities.status_query:
+            continue  # its answers arrive as reports
         size = max(1, provider.capabilities.max_batch)
         for start in range(0, len(records), size):
             lease.renew()
             chunk = records[start : start + size]
             keys = [record.instruction_id for record in chunk]
+            left = len(records) - start
             try:
                 results = provider.status(keys)
-            except ProviderError:
-                continue  # still unknown; the next reconcile asks again
+            except ProviderError as exc:  # still unknown: the next reconcile asks again
+                errors.append(f"{exc} ({left} open instructions not queried)")
+                break
+            except Exception as exc:  # noqa: BLE001 - a plugin bug must not stop the others
+                errors.append(
+                    f"provider {name}: the plugin failed in status ({type(exc).__name__}); "
+                    f"{left} open instructions not queried"
+                )
+                break
             queried += len(keys)
             # under the lease no send of this cycle is in flight: "never received" is final
-            outcome = apply_results(store, results, provider=name, resend_not_found=True)
+            ours = set(keys)
+            outcome = apply_results(
+                store, [r for r in results if r.key in ours], provider=name, resend_not_found=True
+            )
             applied += outcome.applied
             ignored += outcome.ignored
+            held += len(outcome.held)
     still_open = sum(
         count
         for state, _provider, _commune, count, _amount in store.cycle_totals(
@@ -543,7 +879,7 @@ def _reconcile(
         )
         if state in OPEN_STATES
     )
-    return ReconcileResult(queried, applied, ignored, still_open)
+    return ReconcileResult(queried, applied, ignored, still_open, tuple(errors), held, under_review)
 
 
 def close_cycle(
@@ -565,21 +901,29 @@ def close_cycle(
             store, programme, period, states={**_NOT_YET, CLOSED: "is already closed"}
         )
         still_open = store.instructions_in_states(programme, period.ordinal, list(OPEN_STATES))
-        if still_open:
+        reviews = store.review_items(programme, period.ordinal)
+        if still_open or reviews:
             states: dict[str, int] = {}
             for record in still_open:
                 states[record.state] = states.get(record.state, 0) + 1
             listed = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
             advice: list[str] = []
+            if reviews:  # only an operator's decision moves them
+                advice.append(
+                    f"resolve the {len(reviews)} open review items ('sap-payments review list "
+                    f"--period {period}')"
+                )
             if S.READY in states:  # not sent yet: reconcile would not send them
                 advice.append("run 'cycle dispatch' to send the READY ones")
             if states.keys() - {S.READY}:
                 advice.append("run 'cycle reconcile' or import the providers' reports")
+            what = (
+                f"{len(still_open)} instructions are still open ({listed})"
+                if still_open
+                else f"{len(reviews)} review items are open"
+            )
             raise CycleStateError(
-                programme,
-                str(period),
-                f"cannot close: {len(still_open)} instructions are still open ({listed}); "
-                + "; then ".join(advice),
+                programme, str(period), f"cannot close: {what}; " + "; then ".join(advice)
             )
         store.freeze_settlement(programme, period.ordinal, at)
         store.save_cycle(cycle._replace(state=CLOSED))
@@ -605,8 +949,9 @@ class ReportImport:
 
 
 class InvalidReport(InvalidInput):
-    """A report that names instructions this ledger does not have for the provider, or amounts
-    that differ from them. Nothing from it was applied."""
+    """A report that names instructions this ledger does not have for the provider, or
+    amounts, currencies or accounts that differ from them (the mismatch rule of
+    :func:`apply_results`, applied to the whole file). Nothing from it was applied."""
 
     def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
         self.source = source
@@ -624,8 +969,12 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
     """Apply a provider's report file (a bank's pain.002 or camt.054, a sandbox report), all of
     it or nothing, and exactly once: the same file again is a no-op.
 
+    A file is a unit a clerk can send back to the bank: one result in it that does not match
+    its instruction (another amount, currency or account) refuses the whole file, nothing
+    applied, instead of raising review items one by one.
+
     Raises:
-        InvalidReport: the file names unknown instructions or wrong amounts.
+        InvalidReport: the file names unknown instructions, or wrong amounts or accounts.
         ForeignLedger: the file answers another ledger's file (the provider recognised it).
         InvalidInput, ProviderError: the provider cannot read the file (malformed, unknown type).
     """
@@ -638,6 +987,8 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
         results = provider.parse_report(data)
     except ForeignLedger as exc:  # say which file
         raise ForeignLedger(exc.theirs, exc.ours, source=source, what=exc.what) from None
+    except ReportRefused as exc:  # the plugin was handed bytes: say which file
+        raise exc.in_file(source) from exc
     at = _now()
     with store.transaction():
         records = {
@@ -648,15 +999,10 @@ def import_report(store: Store, provider: Provider, path: Path) -> ReportImport:
             record = records.get(result.key)
             if record is None or record.provider != provider.name:
                 problems.append((result.key, f"no instruction of provider {provider.name}"))
-            elif result.amount is not None and (
-                result.amount.minor != record.amount or result.amount.currency != record.currency
-            ):
-                problems.append(
-                    (
-                        result.key,
-                        f"amount {result.amount} differs from the instruction's "
-                        f"{Money(record.amount, record.currency)}",
-                    )
+            elif result.kind != ResultKind.NOT_FOUND:  # the mismatch rule, for a whole file
+                problems.extend(
+                    (result.key, f"{kind}: {detail}")
+                    for kind, detail in mismatches(store, record, result)
                 )
         if problems:
             raise InvalidReport(source, problems)

@@ -29,6 +29,7 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   └── NoPublicLines (public_list)        a public list of a commune with no payment
     ├── ProviderError (providers)              a provider refused or failed a request
     │   ├── ProviderTimeout                    no answer: the outcome is unknown
+    │   ├── PaymentsRefused                    some payments refused before anything was sent
     │   └── ProviderUnavailable                not reached: nothing was sent
     ├── PluginError (plugins)                  a provider plugin cannot be found or loaded
     │   ├── UnknownPlugin (LookupError)
@@ -41,6 +42,8 @@ meaning matches a builtin, the error subclasses it too (``InvalidRoster`` is a `
     │   ├── CampaignError (enrolment)          a campaign action that does not fit
     │   │   └── CampaignNotFound (LookupError)
     │   ├── InstructionNotFound (LookupError)  no such instruction
+    │   ├── ReviewNotFound (reviews, LookupError)  no such review item
+    │   ├── ReviewRefused (reviews)            a review decision that does not fit
     │   ├── ApprovalRefused (signing)          maker = checker, or a missing or wrong key
     │   │   └── CycleChanged                   the cycle is not the one reviewed (--expect-digest)
     │   ├── ApprovalMismatch (signing)         instructions to send differ from the approval

@@ -13,6 +13,10 @@ each change is recorded as an :class:`Event`.
       HELD ──▶ CANCELLED ◀─┘                          PAID ──▶ RETURNED
                                                   ACCEPTED ──▶ UNCLAIMED
 
+An answer that does not match what was sent (another amount, currency or account) moves a
+SUBMITTED or ACCEPTED instruction to UNKNOWN, where it waits for an operator's review
+(:mod:`sap_payments.reviews`).
+
 HELD is an instruction that cannot be paid as it stands (for example the proxy's mandate has
 expired); approving the cycle cancels it and its months come back as arrears in the next cycle.
 """
@@ -79,7 +83,9 @@ TRANSITIONS: Final[Mapping[InstructionState, frozenset[InstructionState]]] = {
     S.SUBMITTED: frozenset({S.ACCEPTED, S.PAID, S.FAILED, S.UNKNOWN}),
     # An authoritative "never received" turns an unknown outcome back into READY for a resend.
     S.UNKNOWN: frozenset({S.ACCEPTED, S.PAID, S.FAILED, S.READY}),
-    S.ACCEPTED: frozenset({S.PAID, S.FAILED, S.UNCLAIMED}),
+    # An answer that does not match what was sent (another amount, currency or account) puts
+    # an accepted instruction back to UNKNOWN until an operator reviews it (dispatch).
+    S.ACCEPTED: frozenset({S.PAID, S.FAILED, S.UNCLAIMED, S.UNKNOWN}),
     S.PAID: frozenset({S.RETURNED}),
     S.FAILED: frozenset(),
     S.RETURNED: frozenset(),

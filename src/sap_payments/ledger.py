@@ -102,6 +102,7 @@ from sap_payments.postal import (
 )
 from sap_payments.providers import Provider, Result
 from sap_payments.public_list import PublicList, public_list
+from sap_payments.reviews import resolve_review
 from sap_payments.roster import ImportResult, import_areas, import_roster
 from sap_payments.rules import RuleSet
 from sap_payments.signing import (
@@ -120,6 +121,7 @@ from sap_payments.store import (
     FlagRecord,
     InstructionRecord,
     LineRecord,
+    ReviewItem,
 )
 
 __all__ = ["SHARED_KINDS", "Ledger", "enrolment"]
@@ -215,7 +217,7 @@ class Ledger:
     def provider_instances(self) -> dict[str, Provider]:
         """The configured providers, opened through their plugins on first use."""
         if self.providers is None:
-            self.providers = open_providers(self.config, ledger_id=self.ledger_id)
+            self.providers = open_providers(self.config, ledger_id=self.ledger_id, store=self.store)
         return self.providers
 
     def dispatch(
@@ -257,6 +259,41 @@ class Ledger:
     ) -> ApplyResult:
         """Apply results from a provider's report or callback."""
         return apply_results(self.store, results, provider=provider)
+
+    def review_items(
+        self,
+        period: Period | str | None = None,
+        *,
+        programme: str | None = None,
+        include_resolved: bool = False,
+    ) -> list[ReviewItem]:
+        """Answers that did not match what was sent, waiting for a decision (with
+        ``include_resolved``, the decided ones too): of the cycle of ``period`` when given,
+        else of every cycle of the programme; by item id (see :mod:`sap_payments.reviews`)."""
+        if period is None:
+            return self.store.review_items(
+                programme or self.config.programme, include_resolved=include_resolved
+            )
+        cycle = self.cycle(period, programme=programme)
+        return self.store.review_items(
+            cycle.programme, cycle.period, include_resolved=include_resolved
+        )
+
+    def resolve_review(
+        self,
+        item_id: int,
+        resolution: str,
+        *,
+        by: str,
+        reason: str,
+        no_money_moved: bool = False,
+    ) -> list[ReviewItem]:
+        """Decide a review item — ``"paid"``, ``"resend"``, ``"failed"`` (only with
+        ``no_money_moved``) or ``"returned"`` — and move its instruction accordingly; see
+        :func:`sap_payments.reviews.resolve_review`."""
+        return resolve_review(
+            self.store, item_id, resolution, by=by, reason=reason, no_money_moved=no_money_moved
+        )
 
     def import_report(self, path: str | os.PathLike[str], *, provider: str) -> ReportImport:
         """Apply a provider's report file (e.g. a bank's pain.002 or camt.054), exactly once."""

@@ -11,12 +11,16 @@ The object named is a :class:`~sap_payments.providers.ProviderFactory`: called w
 instance's name and its settings (from ``sap-payments.toml``) it returns a provider. A provider
 that declares the capability ``ledger_identity`` is then told the ledger's id
 (``bind_ledger``); the settings never carry it, so a plugin that checks its settings strictly
-keeps working.
+keeps working. A provider that declares ``keeps_state`` is then handed its memory in the ledger
+(``bind_state`` with a :class:`LedgerPluginState`) when the ledger's store is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -24,11 +28,19 @@ import attrs
 
 from sap_payments.config import Config, ProviderConfig
 from sap_payments.errors import ConfigError, SapPaymentsError
-from sap_payments.providers import LedgerBoundProvider, Provider, ProviderFactory
+from sap_payments.providers import (
+    LedgerBoundProvider,
+    Provider,
+    ProviderFactory,
+    StatefulProvider,
+    _check_slot,
+)
+from sap_payments.store import Store
 
 __all__ = [
     "GROUP",
     "DuplicatePlugin",
+    "LedgerPluginState",
     "PluginError",
     "PluginInfo",
     "PluginLoadError",
@@ -129,9 +141,48 @@ def load_plugin(name: str) -> ProviderFactory:
     return factory  # type: ignore[no-any-return]
 
 
-def open_provider(config: ProviderConfig, *, ledger_id: str | None = None) -> Provider:
+class LedgerPluginState:
+    """A provider instance's :class:`~sap_payments.providers.PluginState` in the ledger: the
+    ``plugin_state`` table, rows (provider, namespace, key). Each write runs in the store's
+    transaction — joining the caller's when one is open (a dispatch's outbox commit), its own
+    otherwise — and the table is backed up with the ledger file."""
+
+    def __init__(self, store: Store, provider: str) -> None:
+        self.store = store
+        self.provider = provider
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        _check_slot(namespace, key)
+        return self.store.plugin_state_get(self.provider, namespace, key)
+
+    def put(self, namespace: str, key: str, value: bytes) -> None:
+        _check_slot(namespace, key, value)
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.store.transaction():
+            self.store.plugin_state_put(self.provider, namespace, key, bytes(value), at)
+
+    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        _check_slot(namespace)
+        return self.store.plugin_state_items(self.provider, namespace)
+
+    def get_json(self, namespace: str, key: str) -> Any:
+        value = self.get(namespace, key)
+        return None if value is None else json.loads(value)
+
+    def put_json(self, namespace: str, key: str, value: Any) -> None:
+        # compact, keys sorted, UTF-8: as MemoryPluginState stores it
+        self.put(namespace, key, json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.store.transaction()
+
+
+def open_provider(
+    config: ProviderConfig, *, ledger_id: str | None = None, store: Store | None = None
+) -> Provider:
     """A provider instance bound to its settings — and to the ledger ``ledger_id`` when the
-    provider declares ``ledger_identity`` (its ``bind_ledger`` is called before anything else).
+    provider declares ``ledger_identity`` (its ``bind_ledger`` is called before anything else),
+    and to its state in ``store`` when it declares ``keeps_state`` (``bind_state`` next).
     """
     factory = load_plugin(config.plugin)
     settings: Mapping[str, Any] = dict(config.settings)
@@ -149,13 +200,23 @@ def open_provider(config: ProviderConfig, *, ledger_id: str | None = None) -> Pr
                 "bind_ledger(ledger_id) method"
             )
         provider.bind_ledger(ledger_id)
+    if store is not None and provider.capabilities.keeps_state:
+        if not isinstance(provider, StatefulProvider):
+            raise PluginError(
+                f"provider plugin {config.plugin!r} declares keeps_state but has no "
+                "bind_state(state) method"
+            )
+        provider.bind_state(LedgerPluginState(store, config.name))
     return provider
 
 
-def open_providers(config: Config, *, ledger_id: str | None = None) -> dict[str, Provider]:
+def open_providers(
+    config: Config, *, ledger_id: str | None = None, store: Store | None = None
+) -> dict[str, Provider]:
     """Every provider instance the configuration names (imported now), bound to the ledger
-    ``ledger_id`` where they declare ``ledger_identity``."""
+    ``ledger_id`` where they declare ``ledger_identity``, and to their state in ``store`` where
+    they declare ``keeps_state``."""
     return {
-        name: open_provider(provider, ledger_id=ledger_id)
+        name: open_provider(provider, ledger_id=ledger_id, store=store)
         for name, provider in config.providers.items()
     }

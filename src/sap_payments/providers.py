@@ -13,7 +13,15 @@ What crosses the boundary:
 * back: :class:`Result` — paid, failed (with a :class:`Reason`), returned, unclaimed, pending,
   or ``NOT_FOUND`` (the provider says, authoritatively, it never received the key);
 * errors: :class:`ProviderTimeout` when the outcome is unknown (the payment may have been
-  applied), :class:`ProviderUnavailable` when nothing was sent.
+  applied), :class:`ProviderUnavailable` when nothing was sent, :class:`PaymentsRefused` when
+  the plugin refuses some payments of a batch before sending anything (a name or text its
+  channel cannot carry): those fail with the reason given, the rest are sent again.
+
+A result that names an amount (``Result.amount``) or an account (``Result.address``) the
+provider confirmed is checked against the instruction before it is applied: another amount,
+currency or account is never applied — the instruction waits, UNKNOWN, for an operator's review
+(:func:`sap_payments.dispatch.apply_results`). A plugin fills these fields only with what its
+provider actually echoed, never with what it was sent.
 
 Account opening (capability ``enrolment``): a provider that can open or link an account for a
 beneficiary also has the method of :class:`EnrollingProvider`, ``enrol(request)``, answered by
@@ -29,20 +37,34 @@ refuse an answer made for another ledger. It declares the capability and has the
 else. A provider without the capability never hears of it (instruction ids already differ from
 ledger to ledger).
 
+Plugin state (capability ``keeps_state``): what a plugin must remember to read its provider's
+answers later — which message carried which payment, a mapping of its ids to our keys — belongs
+in the ledger, not in files of its own that can be moved or lost. A provider that declares the
+capability has the method of :class:`StatefulProvider`, ``bind_state(state)``, which
+:func:`sap_payments.plugins.open_provider` calls once (after ``bind_ledger``, before anything
+else) with a :class:`PluginState`: a small keyed store (namespace, key → bytes or JSON), kept in
+the ledger's ``plugin_state`` table, committed with the ledger's own changes when the caller is
+inside a transaction, and backed up with the ledger. :class:`MemoryPluginState` is the same in
+memory, for a provider built without a ledger (a test calling the factory).
+
 Submitting is idempotent by key: sending the same key twice never pays twice. sap_payments uses
 the instruction id as the key, for every attempt.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import enum
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from sap_payments.beneficiaries import Channel, FinancialAddress
-from sap_payments.errors import SapPaymentsError
+from sap_payments.errors import InvalidInput, SapPaymentsError
 from sap_payments.money import Money
 
 __all__ = [
@@ -53,15 +75,20 @@ __all__ = [
     "EnrolmentOutcomeKind",
     "EnrolmentRequest",
     "LedgerBoundProvider",
+    "MemoryPluginState",
     "Payment",
+    "PaymentsRefused",
+    "PluginState",
     "Provider",
     "ProviderError",
     "ProviderFactory",
     "ProviderTimeout",
     "ProviderUnavailable",
     "Reason",
+    "ReportRefused",
     "Result",
     "ResultKind",
+    "StatefulProvider",
 ]
 
 
@@ -110,6 +137,8 @@ class Capabilities:
     enrolment: bool = False
     #: bind_ledger(ledger_id) is called once after opening (see LedgerBoundProvider)
     ledger_identity: bool = False
+    #: bind_state(state) is called once after opening (see StatefulProvider)
+    keeps_state: bool = False
 
 
 @attrs.frozen
@@ -122,6 +151,11 @@ class Payment:
     payee_name: str
     reference: str  # remittance text, e.g. "monthly-allowance 2021-09"
     payee_is_proxy: bool = False  # the payee is the beneficiary's authorised proxy
+    #: when the ledger committed the batch carrying this payment (the outbox record's
+    #: ``created_at``, timezone-aware): the same for every payment of the batch and every time
+    #: the batch is handed over again, so a plugin that writes it into a file (pain.001
+    #: ``CreDtTm``) writes the same bytes again. None outside a ledger (a test calling submit).
+    batch_created_at: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -134,7 +168,13 @@ class Result:
     provider_reference: str | None = None
     provider_code: str | None = None  # the provider's own code, kept apart from ours
     provider_message: str | None = None
+    #: the amount the provider says it paid (or holds): None when its answer names none
     amount: Money | None = None
+    #: the account the provider says it paid into, as its answer names it (the MSISDN of a
+    #: wallet, the BIN and number of a bank account): None when its answer names none. Only
+    #: what the provider echoed — never copied from the payment sent — so that a payment into
+    #: another account is caught (see the module doc)
+    address: FinancialAddress | None = None
 
 
 @attrs.frozen
@@ -211,6 +251,8 @@ class Provider(Protocol):
         Raises:
             ProviderTimeout: the outcome is unknown — some payments may have been applied.
             ProviderUnavailable: nothing was sent.
+            PaymentsRefused: some payments cannot go through this channel (a name it cannot
+                carry, an account number it cannot write); nothing was sent.
         """
         ...
 
@@ -256,6 +298,112 @@ class LedgerBoundProvider(Provider, Protocol):
         ...
 
 
+@runtime_checkable
+class PluginState(Protocol):
+    """What a provider instance remembers between calls and between runs (``keeps_state``).
+
+    Values are bytes (``put``/``get``) or JSON (``put_json``/``get_json``), under a namespace of
+    the plugin's choosing (``"message"``, ``"payment"``, …) and a key; each provider instance
+    (``[providers.NAME]``) has its own. A write is committed at once, or with the caller's
+    transaction when there is one; the writes inside ``with state.transaction():`` are committed
+    together or not at all. The ledger's table is not encrypted: keep ids, keys, amounts and
+    codes there, never a name, an account or a phone number.
+    """
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        """The value stored under (``namespace``, ``key``); None when there is none."""
+        ...
+
+    def put(self, namespace: str, key: str, value: bytes) -> None:
+        """Store ``value`` under (``namespace``, ``key``), replacing what was there."""
+        ...
+
+    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        """Every (key, value) of ``namespace``, by key."""
+        ...
+
+    def get_json(self, namespace: str, key: str) -> Any:
+        """The JSON value stored under (``namespace``, ``key``); None when there is none."""
+        ...
+
+    def put_json(self, namespace: str, key: str, value: Any) -> None:
+        """Store ``value`` (anything :func:`json.dumps` takes) as JSON."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """The writes inside happen together or not at all (nested calls join the outer)."""
+        ...
+
+
+def _check_slot(namespace: str, key: str = "-", value: bytes = b"") -> None:
+    """Refuse what a :class:`PluginState` cannot store (raises InvalidInput)."""
+    if not isinstance(namespace, str) or not namespace or not isinstance(key, str) or not key:
+        raise InvalidInput(
+            f"plugin state: namespace and key must be non-empty strings, not {namespace!r}, {key!r}"
+        )
+    if not isinstance(value, bytes | bytearray):
+        raise InvalidInput(f"plugin state: a value is bytes, not {type(value).__name__}")
+
+
+class MemoryPluginState:
+    """A :class:`PluginState` in memory: what a provider built without a ledger remembers (it
+    forgets everything when the process ends)."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], bytes] = {}
+        self._depth = 0
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        _check_slot(namespace, key)
+        return self._values.get((namespace, key))
+
+    def put(self, namespace: str, key: str, value: bytes) -> None:
+        _check_slot(namespace, key, value)
+        self._values[(namespace, key)] = bytes(value)
+
+    def items(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        _check_slot(namespace)
+        return iter(sorted((k, v) for (ns, k), v in self._values.items() if ns == namespace))
+
+    def get_json(self, namespace: str, key: str) -> Any:
+        value = self.get(namespace, key)
+        return None if value is None else json.loads(value)
+
+    def put_json(self, namespace: str, key: str, value: Any) -> None:
+        # compact, keys sorted, UTF-8: as the ledger's state stores it
+        self.put(namespace, key, json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        saved = copy.copy(self._values)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._values = saved
+            raise
+        finally:
+            self._depth = 0
+
+
+@runtime_checkable
+class StatefulProvider(Provider, Protocol):
+    """A provider with capability ``keeps_state``: it keeps what it must remember in the ledger."""
+
+    def bind_state(self, state: PluginState) -> None:
+        """Keep this provider's memory in ``state`` from now on (a provider never bound keeps
+        it in a :class:`MemoryPluginState`). Called once, after ``bind_ledger``, before any
+        other call."""
+        ...
+
+
 class ProviderFactory(Protocol):
     """What an entry point of group ``sap_payments.providers`` names."""
 
@@ -286,3 +434,85 @@ class ProviderTimeout(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     """The provider could not be reached; nothing was sent."""
+
+
+class PaymentsRefused(ProviderError):
+    """Some payments of a batch cannot go through this channel; NOTHING was sent.
+
+    A plugin raises it from ``submit`` before it sends or writes anything — a payee name with a
+    character its files cannot carry, an account number its format cannot hold — naming each
+    refused payment: ``refused`` maps the payment's key to (:class:`Reason`, a short message
+    without personal data, e.g. ``"creditor_name: holds a control character"``). Dispatch
+    fails exactly those instructions (FAILED, with the reason) and sends the rest of the batch
+    again as a new batch (same keys). A plugin that finds one bad payment at a time may name
+    only that one: the rest is sent again and refused again until only good payments remain.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        refused: Mapping[str, tuple[Reason, str]],
+        *,
+        provider_code: str | None = None,
+        provider_message: str | None = None,
+    ) -> None:
+        self.refused = dict(refused)
+        shown = "; ".join(
+            f"{key}: {message}" for key, (_, message) in list(self.refused.items())[:3]
+        )
+        more = len(self.refused) - 3
+        tail = f"; … and {more} more" if more > 0 else ""
+        super().__init__(
+            provider,
+            f"refused {len(self.refused)} payments before sending anything ({shown}{tail})",
+            provider_code=provider_code,
+            provider_message=provider_message,
+        )
+
+
+class ReportRefused(ProviderError, InvalidInput):
+    """A provider's report — a file, a callback body — that cannot be applied; nothing from it
+    was: malformed, not a report at all, or naming what was never sent (a message, a
+    transaction, a key).
+
+    ``reason`` says why; ``source`` names the file (None when the plugin was handed bytes:
+    ``import reports`` names it, see :meth:`in_file`); ``line`` and ``path`` (an element path,
+    a JSON pointer) say where in it, when known. No personal data: ids, lines, codes only.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        reason: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        path: str | None = None,
+        provider_code: str | None = None,
+        provider_message: str | None = None,
+    ) -> None:
+        where = ", ".join(
+            p for p in (source or "", f"line {line}" if line else "", path or "") if p
+        )
+        super().__init__(
+            provider,
+            f"{where}: {reason}" if where else reason,
+            provider_code=provider_code,
+            provider_message=provider_message,
+        )
+        self.reason = reason
+        self.source = source
+        self.line = line
+        self.path = path
+
+    def in_file(self, source: str) -> ReportRefused:
+        """The same refusal, naming the file ``source``."""
+        return ReportRefused(
+            self.provider,
+            self.reason,
+            source=source,
+            line=self.line,
+            path=self.path,
+            provider_code=self.provider_code,
+            provider_message=self.provider_message,
+        )

@@ -7,9 +7,10 @@ and kept stable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
+from sap_payments._result_detail import parse_result_detail
 from sap_payments.changes import Change, ChangeReport
 from sap_payments.coverage import (
     CoverageLine,
@@ -81,8 +82,13 @@ def write_records(
     return write_table(out, columns, rows)
 
 
-def instruction_document(record: InstructionRecord, lines: list[LineRecord]) -> dict[str, Any]:
-    """One instruction as the JSON object ``cycle show --format json`` prints."""
+def instruction_document(
+    record: InstructionRecord, lines: list[LineRecord], outcome: str | None = None
+) -> dict[str, Any]:
+    """One instruction as the JSON object ``cycle show --format json`` prints; ``outcome`` is
+    the detail of the event that settled it (FAILED, RETURNED, UNCLAIMED): our reason and the
+    provider's own code and words, see :meth:`~sap_payments.store.Store.result_details`."""
+    reason, code, message = parse_result_detail(outcome)
     return {
         "instruction_id": record.instruction_id,
         "beneficiary_id": record.beneficiary_id,
@@ -99,6 +105,9 @@ def instruction_document(record: InstructionRecord, lines: list[LineRecord]) -> 
             {"kind": line.kind, "month": Period.text(line.month), "amount": line.amount}
             for line in lines
         ],
+        "reason": reason,
+        "provider_code": code,
+        "provider_message": message,
     }
 
 
@@ -114,10 +123,15 @@ def write_cycle(
     instructions: Iterator[tuple[InstructionRecord, list[LineRecord]]],
     *,
     review: Callable[[], CycleReview | None] | None = None,
+    outcomes: Mapping[str, str] | None = None,
 ) -> int:
     """``cycle show``: one record per instruction, with its lines. ``review``, asked once the
     instructions are written (see :func:`sap_payments.cycles.reviewing`): the JSON document
-    ends with it."""
+    ends with it. ``outcomes`` (:meth:`~sap_payments.store.Store.result_details`): why the
+    instructions that ended FAILED, RETURNED or UNCLAIMED did — in JSON on each instruction
+    (``reason``, ``provider_code``, ``provider_message``), in the table as lines after it (the
+    CSV columns stay as they are)."""
+    outcomes = outcomes or {}
     header = {
         "programme": cycle.programme,
         "period": Period.text(cycle.period),
@@ -131,7 +145,7 @@ def write_cycle(
             out,
             header,
             "instructions",
-            (instruction_document(r, ls) for r, ls in instructions),
+            (instruction_document(r, ls, outcomes.get(r.instruction_id)) for r, ls in instructions),
             footer=None if review is None else lambda: {"review": review_document(review())},
         )
     rows = (
@@ -148,7 +162,14 @@ def write_cycle(
         )
         for r, ls in instructions
     )
-    return write_records(out, fmt, SHOW_COLUMNS, rows, header=header, key="instructions")
+    count = write_records(out, fmt, SHOW_COLUMNS, rows, header=header, key="instructions")
+    if fmt == "table" and outcomes:
+        out.write("\nwhy not paid (our reason; the provider's code and words):\n")
+        for ident, detail in sorted(outcomes.items()):
+            reason, code, message = parse_result_detail(detail)
+            said = " ".join(part for part in (code, f'"{message}"' if message else None) if part)
+            out.write(f"  {ident}  {reason or '-'}  {said or '-'}\n")
+    return count
 
 
 def change_row(change: Change) -> tuple[Any, ...]:

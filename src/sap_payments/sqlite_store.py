@@ -63,6 +63,7 @@ from sap_payments.store import (
     LineRecord,
     MandateUpdate,
     Move,
+    ReviewItem,
 )
 
 __all__ = ["SQLiteStore", "write_staging"]
@@ -552,6 +553,36 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         expires_at TEXT NOT NULL,
         PRIMARY KEY (programme, period)
     ) WITHOUT ROWID;
+    """,
+    # 8: hostile providers — what a plugin must remember to read its provider's answers, kept
+    # (and backed up) with the ledger instead of in files of its own; and review items: an
+    # answer that does not match what was sent (another amount, currency or account) waits
+    # here, its instruction UNKNOWN, until an operator resolves it
+    """
+    CREATE TABLE plugin_state (
+        provider TEXT NOT NULL,    -- the provider instance (sap-payments.toml)
+        namespace TEXT NOT NULL,   -- the plugin's own grouping, e.g. "message"
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (provider, namespace, key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE review_items (
+        item_id INTEGER PRIMARY KEY,
+        instruction_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        kind TEXT NOT NULL,        -- amount_mismatch, address_mismatch, …
+        detail TEXT NOT NULL,      -- no personal data: amounts, fingerprints, codes
+        raised_at TEXT NOT NULL,
+        resolved_at TEXT,
+        resolved_by TEXT,
+        resolution TEXT
+    );
+    CREATE INDEX review_items_open ON review_items (instruction_id) WHERE resolved_at IS NULL;
+    -- prepare's dead-address stream reads returned payments too (a closed account, AC04)
+    CREATE INDEX instructions_returned ON instructions (programme, beneficiary_id)
+        WHERE state = 'RETURNED';
     """,
 )
 
@@ -1857,17 +1888,51 @@ class SQLiteStore:
         start: str | None = None,
         stop: str | None = None,
     ) -> Iterator[tuple[str, str]]:
-        cursor = self._db.execute(
+        # FAILED through its partial index; RETURNED (money back from a closed account) too —
+        # a scan of the programme's instructions until an index like instructions_failed
+        # covers RETURNED rows
+        branch = (
             f"SELECT {', '.join(_INSTRUCTION_STORED)} FROM instructions "
-            f"WHERE programme = ? AND state = 'FAILED' AND {_RANGE} "
-            f"AND reason IN ({_placeholders(len(reasons))}) ORDER BY beneficiary_id",
-            (programme, start, start, stop, stop, *reasons),
+            f"WHERE programme = ? AND state = '{{}}' AND {_RANGE} "
+            f"AND reason IN ({_placeholders(len(reasons))})"
+        )
+        cursor = self._db.execute(
+            f"{branch.format('FAILED')} UNION ALL {branch.format('RETURNED')} "
+            "ORDER BY beneficiary_id",
+            (programme, start, start, stop, stop, *reasons) * 2,
         )
         make = self._instruction
         while batch := cursor.fetchmany(4096):
             for row in batch:
                 record = make(row)
                 yield record.beneficiary_id, record.address
+
+    def result_details(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, int, str | None]]:
+        # the events table has no index by instruction: one pass over the result events,
+        # kept for the cycle's settled instructions (few), the latest event winning
+        ended = "('FAILED', 'RETURNED', 'UNCLAIMED')"
+        settled = {
+            str(ident): (str(provider), str(state), int(amount))
+            for ident, provider, state, amount in self._db.execute(
+                "SELECT instruction_id, provider, state, amount FROM instructions "
+                f"WHERE programme = ? AND period = ? AND state IN {ended}",
+                (programme, period),
+            )
+        }
+        if not settled:
+            return []
+        details: dict[str, str] = {}
+        for ident, to_state, detail in self._db.execute(
+            "SELECT instruction_id, to_state, detail FROM events "
+            f"WHERE to_state IN {ended} AND instruction_id LIKE ? ORDER BY seq",
+            (f"{period // 12:04d}{period % 12 + 1:02d}-%",),
+        ):
+            found = settled.get(ident)
+            if found is not None and found[1] == to_state:
+                details[ident] = detail
+        return [(ident, *settled[ident], details.get(ident)) for ident in sorted(settled)]
 
     def freeze_settlement(self, programme: str, period: int, at: str) -> None:
         self._db.execute(
@@ -2102,6 +2167,64 @@ class SQLiteStore:
             public_key=bytes(record.public_key), signature=bytes(record.signature)
         )
 
+    # -- review items -------------------------------------------------------------------------
+    def add_review_item(
+        self, instruction_id: str, provider: str, kind: str, detail: str, at: str
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO review_items (instruction_id, provider, kind, detail, raised_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (instruction_id, provider, kind, detail, at),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def open_reviews(self, instruction_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(instruction_ids), 999):
+            chunk = instruction_ids[start : start + 999]
+            for ident, item_id in self._db.execute(
+                "SELECT instruction_id, min(item_id) FROM review_items WHERE resolved_at IS NULL "
+                f"AND instruction_id IN ({_placeholders(len(chunk))}) GROUP BY instruction_id",
+                chunk,
+            ):
+                found[str(ident)] = int(item_id)
+        return found
+
+    def review_item(self, item_id: int) -> ReviewItem | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(ReviewItem._fields)} FROM review_items WHERE item_id = ?",
+            (item_id,),
+        ).fetchone()
+        return ReviewItem._make(row) if row else None
+
+    def review_items(
+        self,
+        programme: str | None = None,
+        period: int | None = None,
+        *,
+        include_resolved: bool = False,
+    ) -> list[ReviewItem]:
+        columns = ", ".join(f"r.{name}" for name in ReviewItem._fields)
+        return [
+            ReviewItem._make(row)
+            for row in self._db.execute(
+                f"SELECT {columns} FROM review_items r "
+                "LEFT JOIN instructions i ON i.instruction_id = r.instruction_id "
+                "WHERE (? OR r.resolved_at IS NULL) AND (? IS NULL OR i.programme = ?) "
+                "AND (? IS NULL OR i.period = ?) ORDER BY r.item_id",
+                (include_resolved, programme, programme, period, period),
+            )
+        ]
+
+    def resolve_review_item(self, item_id: int, at: str, by: str, resolution: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE review_items SET resolved_at = ?, resolved_by = ?, resolution = ? "
+            "WHERE item_id = ? AND resolved_at IS NULL",
+            (at, by, resolution, item_id),
+        )
+        return cursor.rowcount == 1
+
+    # -- flags ------------------------------------------------------------------------------
     def add_flags(self, flags: Sequence[FlagRecord]) -> list[FlagRecord]:
         raised = []
         for flag in flags:
@@ -2375,6 +2498,38 @@ class SQLiteStore:
             "WHERE campaign = ? AND beneficiary_id = ?",
             (at, campaign, beneficiary_id),
         )
+
+    # -- plugin state -------------------------------------------------------------------------
+    def plugin_state_get(self, provider: str, namespace: str, key: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT value FROM plugin_state WHERE provider = ? AND namespace = ? AND key = ?",
+            (provider, namespace, key),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def plugin_state_put(
+        self, provider: str, namespace: str, key: str, value: bytes, at: str
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO plugin_state (provider, namespace, key, value, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, namespace, key) "
+            "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (provider, namespace, key, bytes(value), at),
+        )
+
+    def plugin_state_items(self, provider: str, namespace: str) -> Iterator[tuple[str, bytes]]:
+        after = ""
+        while True:  # a page at a time, by key: the caller may write while it reads
+            page = self._db.execute(
+                "SELECT key, value FROM plugin_state WHERE provider = ? AND namespace = ? "
+                "AND key > ? ORDER BY key LIMIT 1000",
+                (provider, namespace, after),
+            ).fetchall()
+            for key, value in page:
+                yield str(key), bytes(value)
+            if len(page) < 1000:
+                return
+            after = str(page[-1][0])
 
     def count_beneficiaries(self, programme: str) -> int:
         (total,) = self._db.execute(

@@ -34,6 +34,7 @@ __all__ = [
     "LineRecord",
     "MandateUpdate",
     "Move",
+    "ReviewItem",
     "Store",
 ]
 
@@ -157,7 +158,9 @@ class BatchRecord(NamedTuple):
     sha256: str
     created_at: str
     answered_at: str | None = None
-    outcome: str | None = None  # "answered" | "timeout" | "unavailable" | "error"
+    #: "answered" | "timeout" | "unavailable" | "error" | "refused" (the plugin refused some
+    #: payments before sending anything: the rest went again in the next batch)
+    outcome: str | None = None
 
 
 class FlagRecord(NamedTuple):
@@ -170,6 +173,23 @@ class FlagRecord(NamedTuple):
     raised_at: str
     detail: str | None
     cleared_at: str | None = None
+
+
+class ReviewItem(NamedTuple):
+    """An answer that did not match what was sent, waiting for an operator (see
+    :mod:`sap_payments.reviews`). ``kind``: ``amount_mismatch``, ``currency_mismatch`` or
+    ``address_mismatch``; ``detail`` holds amounts and address fingerprints, never an address
+    or a name. ``resolved_at``/``resolved_by``/``resolution`` stay None while it is open."""
+
+    item_id: int
+    instruction_id: str
+    provider: str
+    kind: str
+    detail: str
+    raised_at: str
+    resolved_at: str | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
 
 
 class Move(NamedTuple):
@@ -625,8 +645,18 @@ class Store(Protocol):
         start: str | None = None,
         stop: str | None = None,
     ) -> Iterator[tuple[str, str]]:
-        """(beneficiary_id, address) of FAILED instructions whose reason says the address is
-        dead, by beneficiary_id; for ids in [start, stop) when given."""
+        """(beneficiary_id, address) of FAILED and RETURNED instructions whose reason says the
+        address is dead (a payment refused, or paid and sent back, for a closed account), by
+        beneficiary_id; for ids in [start, stop) when given."""
+        ...
+
+    def result_details(
+        self, programme: str, period: int
+    ) -> list[tuple[str, str, str, int, str | None]]:
+        """(instruction_id, provider, state, amount, detail) of each of the cycle's instructions
+        that ended FAILED, RETURNED or UNCLAIMED, by id; ``detail`` is that of the event that
+        moved it there: our reason and the provider's own code and words
+        (:mod:`sap_payments._result_detail`), None when there is none."""
         ...
 
     def freeze_settlement(self, programme: str, period: int, at: str) -> None: ...
@@ -691,6 +721,36 @@ class Store(Protocol):
         """Remove the cycle's lease if ``holder`` still holds it."""
         ...
 
+    # -- review items (answers that did not match what was sent) ----------------------------
+    def add_review_item(
+        self, instruction_id: str, provider: str, kind: str, detail: str, at: str
+    ) -> int:
+        """Record an open review item; returns its id."""
+        ...
+
+    def open_reviews(self, instruction_ids: Sequence[str]) -> dict[str, int]:
+        """instruction_id → the id of its (first) open review item, for those of
+        ``instruction_ids`` that have one."""
+        ...
+
+    def review_item(self, item_id: int) -> ReviewItem | None: ...
+
+    def review_items(
+        self,
+        programme: str | None = None,
+        period: int | None = None,
+        *,
+        include_resolved: bool = False,
+    ) -> list[ReviewItem]:
+        """Review items of the instructions of ``programme`` (and ``period``) when given, open
+        ones only unless ``include_resolved``, by item id."""
+        ...
+
+    def resolve_review_item(self, item_id: int, at: str, by: str, resolution: str) -> bool:
+        """Close the review item if it is still open (compare-and-set); False when it was not
+        (already resolved, or no such item)."""
+        ...
+
     # -- flags ------------------------------------------------------------------------------
     def add_flags(self, flags: Sequence[FlagRecord]) -> list[FlagRecord]:
         """Raise flags; one already open (same programme, beneficiary and kind) is kept as it
@@ -705,4 +765,20 @@ class Store(Protocol):
         self, programme: str, beneficiary_id: str, kind: str | None, at: str
     ) -> list[FlagRecord]:
         """Clear the beneficiary's open flags (of ``kind`` when given); returns those cleared."""
+        ...
+
+    # -- plugin state (sap_payments.providers.PluginState; sap_payments.plugins) ---------------
+    def plugin_state_get(self, provider: str, namespace: str, key: str) -> bytes | None:
+        """What the provider instance ``provider`` stored under (``namespace``, ``key``)."""
+        ...
+
+    def plugin_state_put(
+        self, provider: str, namespace: str, key: str, value: bytes, at: str
+    ) -> None:
+        """Store ``value`` for the provider instance, replacing what was there (in the caller's
+        transaction)."""
+        ...
+
+    def plugin_state_items(self, provider: str, namespace: str) -> Iterator[tuple[str, bytes]]:
+        """Every (key, value) the provider instance stored under ``namespace``, by key."""
         ...

@@ -11,7 +11,13 @@
 
 from __future__ import annotations
 
-from sap_payments.gsma._http import GsmaAuthorisationError, GsmaError, GsmaRequestRejected
+from sap_payments.gsma._http import (
+    GsmaAuthorisationError,
+    GsmaError,
+    GsmaMalformedAnswer,
+    GsmaMismatchedAnswer,
+    GsmaRequestRejected,
+)
 from sap_payments.gsma._wire import (
     ACCOUNT_REASONS,
     ERROR_REASONS,
@@ -41,6 +47,8 @@ __all__ = [
     "CallbackResponse",
     "GsmaAuthorisationError",
     "GsmaError",
+    "GsmaMalformedAnswer",
+    "GsmaMismatchedAnswer",
     "GsmaProvider",
     "GsmaRequestRejected",
     "GsmaSettings",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from sap_payments.money import MINOR_UNITS, Money
@@ -76,23 +76,35 @@ def amount_text(money: Money) -> str:
     return f"{whole}.{digits}" if digits else str(whole)
 
 
+#: A GSMA ``amount``: digits, and at most four after a point (the spec's pattern, but lenient
+#: about leading zeros and trailing zeros, which some operators send: ``"007"``, ``"7.50"``).
+_AMOUNT: Final = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,4}))?")
+
+
 def parse_amount(text: str, currency: str) -> Money:
     """The Money a GSMA ``amount`` string stands for.
 
+    Only plain decimal text is read — at most 18 digits before the point and 4 after it, as the
+    GSMA schema allows — so an operator's answer can never make us build a huge number
+    (``"1e999999999"``), an infinity or a NaN.
+
+    >>> parse_amount("360000", "VND"), parse_amount("12.30", "USD")
+    (Money(minor=360000, currency='VND'), Money(minor=1230, currency='USD'))
+
     Raises:
-        ValueError: not a decimal amount, or finer than the currency's minor unit.
+        ValueError: not such an amount, finer than the currency's minor unit, or a currency
+            sap_payments does not know.
     """
-    places = MINOR_UNITS[currency]
-    if text.isdigit() and text.isascii():  # the common case: whole units, no point
-        return Money(int(text) * 10**places, currency)
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {text!r}") from None
-    scaled = value.scaleb(places)
-    if scaled != scaled.to_integral_value() or value < 0:
+    places = MINOR_UNITS.get(currency) if isinstance(currency, str) else None
+    if places is None:
+        raise ValueError(f"unknown currency {str(currency)[:8]!r}")
+    match = _AMOUNT.fullmatch(text) if isinstance(text, str) and text.isascii() else None
+    if match is None:
+        raise ValueError(f"not an amount: {str(text)[:32]!r}")
+    whole, fraction = match.group(1), (match.group(2) or "").rstrip("0")
+    if len(fraction) > places:
         raise ValueError(f"amount {text!r} is not whole minor units of {currency}")
-    return Money(int(scaled), currency)
+    return Money(int(whole) * 10**places + int(fraction.ljust(places, "0") or "0"), currency)
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from sap_payments.errors import ForeignLedger, SapPaymentsError
+from sap_payments.gsma._http import GsmaMismatchedAnswer
 from sap_payments.gsma._wire import ERROR_REASONS
 from sap_payments.providers import ProviderError, Reason, Result, ResultKind
 
@@ -202,7 +203,7 @@ class CallbackHandler:
                 return CallbackResponse(401, detail=str(exc))
         try:
             document = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return CallbackResponse(400, detail="the body is not JSON")
         try:
             results = self._results(document, lowered.get("x-correlationid"))
@@ -218,12 +219,21 @@ class CallbackHandler:
         if isinstance(document, dict) and "transactionStatus" in document:
             self.provider.check_ledger(document)
             key = document.get("requestingOrganisationTransactionReference")
-            if not isinstance(key, str) and correlation:
-                keys = self.resolve(correlation)
-                key = keys[0] if len(keys) == 1 else None
+            sent = list(self.resolve(correlation)) if correlation else []
+            if not isinstance(key, str) and len(sent) == 1:
+                key = sent[0]
             if not isinstance(key, str):
                 return None
-            return [self.provider._from_transaction(key, document)]
+            if sent and key not in sent:  # the request it answers carried other keys
+                raise GsmaMismatchedAnswer(
+                    self.provider.name,
+                    "the callback",
+                    f"names key {key[:40]!r}, not the key(s) of the request its "
+                    "X-CorrelationID names: applied to none",
+                    expected=sent[0],
+                    answered=key,
+                )
+            return [self.provider._from_transaction(key, document, where="the callback")]
         if isinstance(document, dict) and "errorCategory" in document:
             keys = list(self.resolve(correlation)) if correlation else []
             if not keys:
@@ -244,7 +254,10 @@ class CallbackHandler:
         if isinstance(document, dict) and "batchId" in document:
             if document.get("batchStatus") != "completed":
                 return []
-            return self.provider.batch_results(str(document["batchId"]))
+            # the keys the batch carried, when the callback says which request it answers:
+            # a listing entry naming any other key is about another instruction, ignored
+            keys = list(self.resolve(correlation)) if correlation else []
+            return self.provider.batch_results(str(document["batchId"])[:256], keys)
         raise ProviderError(
             self.provider.name, "not a transaction, error or batch callback", provider_code="BODY"
         )

@@ -8,6 +8,11 @@ have received, the journal knows how to ask about it. It also keeps a key from t
 a second correlation id (as a single after a batch, or in another batch) until the operator has
 said the first never arrived.
 
+With each key it keeps what the payment was (``digest``: the amount, and 16 bits of a hash of
+the wallet number — enough to see that a key now goes to another wallet, too little to say
+which), so that a key sent again with another amount or to another wallet is refused before it
+leaves: the operator would take it for the first payment, already made.
+
 In memory when no file is given — enough for one process, and for single mode, whose ids need
 no journal at all.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -26,7 +31,7 @@ __all__ = ["Journal"]
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS sent ("
     " correlation TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,"
-    " PRIMARY KEY (correlation, key))",
+    " digest TEXT, PRIMARY KEY (correlation, key))",
     "CREATE INDEX IF NOT EXISTS sent_key ON sent (key)",
 )
 
@@ -50,19 +55,36 @@ class Journal:
         self._db.execute("PRAGMA synchronous = FULL")
         for statement in _SCHEMA:
             self._db.execute(statement)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sent)")}
+        if "digest" not in columns:  # a journal written before the digests were kept
+            self._db.execute("ALTER TABLE sent ADD COLUMN digest TEXT")
 
-    def record(self, correlation: str, keys: Iterable[str], kind: str) -> None:
-        """Note that ``keys`` are about to travel under ``correlation`` (committed on return)."""
-        self.record_many([(correlation, key) for key in keys], kind)
+    def record(
+        self,
+        correlation: str,
+        keys: Iterable[str],
+        kind: str,
+        digests: Mapping[str, str] | None = None,
+    ) -> None:
+        """Note that ``keys`` are about to travel under ``correlation`` (committed on return),
+        each with its payment's ``digests`` when given."""
+        self.record_many([(correlation, key) for key in keys], kind, digests)
 
-    def record_many(self, pairs: Sequence[tuple[str, str]], kind: str) -> None:
+    def record_many(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        kind: str,
+        digests: Mapping[str, str] | None = None,
+    ) -> None:
         at = time.time()
+        digests = digests or {}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)",
-                    [(correlation, key, kind, at) for correlation, key in pairs],
+                    "INSERT OR IGNORE INTO sent (correlation, key, kind, at, digest)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(cid, key, kind, at, digests.get(key)) for cid, key in pairs],
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -84,6 +106,22 @@ class Journal:
                 ).fetchall()
                 for key, correlation, kind, at in rows:
                     found.setdefault(key, []).append((correlation, kind, float(at)))
+        return found
+
+    def digests(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        """key → the digests of the payments it was sent with (keys sent with none left out)."""
+        found: dict[str, set[str]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT key, digest FROM sent WHERE digest IS NOT NULL"
+                    f" AND key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for key, digest in rows:
+                    found.setdefault(key, set()).add(digest)
         return found
 
     def keys_of(self, correlation: str) -> list[str]:

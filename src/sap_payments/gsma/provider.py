@@ -26,7 +26,9 @@ namespace before it answers NOT_FOUND, so payments sent before the ledger had an
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import ssl
 import threading
 import time
@@ -44,9 +46,15 @@ from sap_payments.beneficiaries import Channel, FinancialAddress, WalletAddress
 from sap_payments.errors import ForeignLedger, InvalidInput
 from sap_payments.gsma._http import (
     GsmaError,
+    GsmaMalformedAnswer,
+    GsmaMismatchedAnswer,
     GsmaRequestRejected,
     Http,
+    body_problem,
     error_fields,
+    json_kind,
+    log,
+    malformed,
 )
 from sap_payments.gsma._wire import (
     ACCOUNT_REASONS,
@@ -77,10 +85,18 @@ _FAILED: Final = frozenset({"failed", "rejected", "declined", "cancelled"})
 _RETURNED: Final = frozenset({"reversed"})
 
 _DISBURSE: Final = "/transactions/type/disbursement"
+#: The field of a transaction, completion or rejection that names the instruction key.
+_KEY: Final = "requestingOrganisationTransactionReference"
 #: The metadata key of the ledger id a bound provider sends with every transaction.
 LEDGER_METADATA: Final = "sapLedger"
 
 _Results = dict[str, Result]
+
+
+def _short(text: object) -> str:
+    """An operator's value quoted in a message: repr, cut to 40 characters."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
 def _reason_of(code: str | None) -> Reason:
@@ -202,11 +218,17 @@ class GsmaProvider:
         body: Mapping[str, Any] | None = None,
         correlation: str | None = None,
         params: Mapping[str, Any] | None = None,
+        limit: int | None = None,
     ) -> httpx.Response:
         started = time.perf_counter()
         try:
             return self.http.request(
-                method, self._url(path), body=body, correlation=correlation, params=params
+                method,
+                self._url(path),
+                body=body,
+                correlation=correlation,
+                params=params,
+                limit=limit,
             )
         finally:
             elapsed = time.perf_counter() - started
@@ -219,13 +241,45 @@ class GsmaProvider:
         with self._lock:
             return list(self._latencies)
 
-    def _json(self, response: httpx.Response, what: str) -> Any:
+    def _json(self, response: httpx.Response) -> Any:
+        """The answer's JSON value.
+
+        Raises:
+            GsmaMalformedAnswer: the body is not JSON (or nests beyond reason).
+        """
         try:
-            return response.json()
-        except ValueError as exc:
-            raise ProviderTimeout(
-                self.name, f"{what}: the answer is not JSON (HTTP {response.status_code})"
+            return json.loads(response.content)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError
+            problem = body_problem(response) or "the body is not JSON"
+            raise self._malformed(
+                response, f"is HTTP {response.status_code} but {problem}"
             ) from exc
+
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        """The answer's JSON object — every GSMA answer but a listing is one.
+
+        Raises:
+            GsmaMalformedAnswer: the body is not JSON, or another JSON value (a list, a string,
+                a number, null).
+        """
+        body = self._json(response)
+        if not isinstance(body, dict):
+            raise self._malformed(response, f"is not a JSON object ({json_kind(body)})")
+        return body
+
+    def _malformed(self, response: httpx.Response, problem: str) -> GsmaMalformedAnswer:
+        return malformed(
+            self.name, self.http.describe(response), problem, status=response.status_code
+        )
+
+    def _mismatch(
+        self, where: str, problem: str, expected: str, answered: str
+    ) -> GsmaMismatchedAnswer:
+        error = GsmaMismatchedAnswer(
+            self.name, where, problem, expected=expected, answered=answered
+        )
+        log.warning("%s", error)
+        return error
 
     def _gather(
         self, function: Callable[[Any], Any], items: Sequence[Any]
@@ -297,12 +351,28 @@ class GsmaProvider:
             return list(known)
         return self.journal.keys_of(correlation)
 
-    def _error(self, response: httpx.Response, what: str) -> GsmaError:
+    def _error(
+        self, response: httpx.Response, what: str, expected: str = "200"
+    ) -> GsmaError | GsmaMalformedAnswer:
+        """The error for an answer with a status the request does not expect (``expected``).
+
+        A 4xx is a refusal (:class:`GsmaRequestRejected`, the ``errorObject``'s words kept, or
+        what was wrong with the body when it is not one). Any other status — a 200 where 201 was
+        due, a redirect, an HTML page from a proxy — is no refusal: the request may have been
+        applied, so it is :class:`GsmaMalformedAnswer` (outcome unknown), saying what was wrong.
+        """
+        status = response.status_code
+        problem = body_problem(response)
+        if not 400 <= status < 500:
+            described = f"but {problem}" if problem else f"where {expected} was expected"
+            return self._malformed(response, f"is HTTP {status} {described}")
         category, code, text = error_fields(response)
+        if problem is None and category is None and code is None:
+            problem = "the body is not a GSMA errorObject"
         return GsmaRequestRejected(
             self.name,
-            f"{what} was refused",
-            status=response.status_code,
+            f"{what} was refused" + (f": {problem}" if problem else ""),
+            status=status,
             error_category=category,
             error_code=code,
             description=text,
@@ -345,23 +415,60 @@ class GsmaProvider:
         return body
 
     # -- reading answers ---------------------------------------------------------------------
-    def _from_transaction(self, key: str | None, body: Any) -> Result:
-        if not isinstance(body, dict) or not isinstance(body.get("transactionStatus"), str):
-            raise ProviderTimeout(self.name, "a transaction answer without transactionStatus")
-        key = body.get("requestingOrganisationTransactionReference") or key
-        if not isinstance(key, str):
+    def _from_transaction(
+        self, key: str | None, body: Any, *, where: str = "a transaction query"
+    ) -> Result:
+        """The result a transaction representation says, for ``key`` (the key asked about).
+
+        An answer that names another key is about another instruction: it is applied to
+        neither (:class:`GsmaMismatchedAnswer`). An amount or currency that is there but cannot
+        be read makes the answer unusable: a PAID result always carries the amount the operator
+        confirmed, or none when it echoed none.
+
+        Raises:
+            GsmaMalformedAnswer: no ``transactionStatus``, or an unreadable key or amount.
+            GsmaMismatchedAnswer: the answer names another key than ``key``.
+        """
+        if not isinstance(body, dict):
+            raise malformed(self.name, where, f"is not a JSON object ({json_kind(body)})")
+        if not isinstance(body.get("transactionStatus"), str):
+            raise malformed(self.name, where, "is a transaction without a transactionStatus")
+        echoed = body.get(_KEY)
+        if isinstance(echoed, str) and echoed:
+            if key is not None and echoed != key:
+                raise self._mismatch(
+                    where,
+                    f"is about key {_short(echoed)}, not {key!r}: applied to neither",
+                    key,
+                    echoed,
+                )
+            key = echoed
+        elif echoed not in (None, ""):
+            raise malformed(self.name, where, f"names its key with {json_kind(echoed)}")
+        if key is None:
             raise ProviderError(self.name, "a transaction answer names no instruction key")
         status = body["transactionStatus"].lower()
         amount = None
-        if isinstance(body.get("amount"), str) and isinstance(body.get("currency"), str):
+        given, currency = body.get("amount"), body.get("currency")
+        if given is not None or currency is not None:
             try:
-                amount = parse_amount(body["amount"], body["currency"])
+                if not isinstance(given, str) or not isinstance(currency, str):
+                    raise ValueError("not two strings")  # one way out, below
+                amount = parse_amount(given, currency)
             except (ValueError, InvalidInput):
-                amount = None
+                raise malformed(
+                    self.name, where, "has an amount or currency that cannot be read"
+                ) from None
+        try:
+            address = _credited(body)
+        except ValueError:
+            raise malformed(self.name, where, "names more than one credited wallet") from None
         reference = body.get("transactionReference")
         reference = reference if isinstance(reference, str) else None
         if status in _PAID:
-            return Result(key, ResultKind.PAID, provider_reference=reference, amount=amount)
+            return Result(
+                key, ResultKind.PAID, provider_reference=reference, amount=amount, address=address
+            )
         if status in _FAILED or status in _RETURNED:
             code = _metadata(body, "errorCode")
             return Result(
@@ -371,8 +478,11 @@ class GsmaProvider:
                 provider_reference=reference,
                 provider_code=code or status,
                 amount=amount,
+                address=address,
             )
-        return Result(key, ResultKind.PENDING, provider_reference=reference, amount=amount)
+        return Result(
+            key, ResultKind.PENDING, provider_reference=reference, amount=amount, address=address
+        )
 
     def _failed_state(self, keys: Sequence[str], state: Mapping[str, Any]) -> _Results:
         found = state.get("error")
@@ -390,27 +500,39 @@ class GsmaProvider:
             for key in keys
         }
 
-    def _poll_state(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _poll_state(self, state: Mapping[str, Any], where: str) -> Mapping[str, Any]:
         """Poll a pending request state within the poll limit (ours and the server's)."""
         limit = self.settings.poll_limit
         server = state.get("pollLimit")
-        if isinstance(server, int | float) and not isinstance(server, bool):
+        if (
+            isinstance(server, int | float)
+            and not isinstance(server, bool)
+            and math.isfinite(server)
+        ):
             limit = min(limit, int(server))
         if state.get("notificationMethod") == "callback" and self.settings.callback_url:
             return state  # the callback will settle it
         polls = 0
         while state.get("status") == "pending" and polls < limit:
+            server_id = state.get("serverCorrelationId")
+            if not isinstance(server_id, str) or not server_id:
+                raise malformed(
+                    self.name, where, "is a pending request state without a serverCorrelationId"
+                )
             self.sleep(self.settings.poll_interval)
             polls += 1
-            response = self._call("GET", f"/requeststates/{state['serverCorrelationId']}")
+            response = self._call("GET", f"/requeststates/{urllib.parse.quote(server_id, safe='')}")
             if response.status_code != 200:
                 raise self._error(response, "a request-state query")
-            state = self._json(response, "request state")
+            state = self._object(response)
+            where = self.http.describe(response)
         return state
 
-    def _settle_single(self, key: str, state: Mapping[str, Any], *, poll: bool) -> Result:
+    def _settle_single(
+        self, key: str, state: Mapping[str, Any], *, poll: bool, where: str
+    ) -> Result:
         if poll:
-            state = self._poll_state(state)
+            state = self._poll_state(state, where)
         status = state.get("status")
         if status == "failed":
             return self._failed_state([key], state)[key]
@@ -423,7 +545,26 @@ class GsmaProvider:
         response = self._call("GET", path)
         if response.status_code != 200:
             raise self._error(response, "a transaction query")
-        return self._from_transaction(key, self._json(response, "transaction"))
+        return self._from_transaction(
+            key, self._object(response), where=self.http.describe(response)
+        )
+
+    def _not_found(self, response: httpx.Response) -> bool:
+        """Whether the answer is the operator's own 404: a GSMA ``errorObject``. A 404 page
+        of something else on the way (a proxy, a wrong ``base_url``) proves nothing, and
+        "never received" would send a payment again."""
+        return response.status_code == 404 and any(error_fields(response)[:2])
+
+    def _path_in_api(self, link: str, where: str) -> str:
+        """The path of a ``link`` below the API root (its host, if any, is never followed)."""
+        try:
+            path = urllib.parse.urlsplit(link).path
+        except ValueError:  # "http://[": not a URL
+            raise malformed(self.name, where, "is a response whose link is no URL") from None
+        base = urllib.parse.urlsplit(self.settings.base_url).path
+        if base and path.startswith(base):
+            path = path[len(base) :]
+        return path
 
     # -- single disbursements ----------------------------------------------------------------
     def _single(self, payment: Payment) -> Result:
@@ -432,10 +573,12 @@ class GsmaProvider:
             "POST", _DISBURSE, body=self._transaction(payment, in_batch=False), correlation=cid
         )
         status = response.status_code
+        where = self.http.describe(response)
         if status == 201:
-            return self._from_transaction(payment.key, self._json(response, "disbursement"))
+            return self._from_transaction(payment.key, self._object(response), where=where)
         if status == 202:
-            return self._settle_single(payment.key, self._json(response, "request"), poll=True)
+            state = self._object(response)
+            return self._settle_single(payment.key, state, poll=True, where=where)
         _category, code, text = error_fields(response)
         if code == "duplicateRequest":
             found = self._lookup_single(payment.key, cid)
@@ -450,7 +593,7 @@ class GsmaProvider:
                 provider_code=code,
                 provider_message=text,
             )
-        raise self._error(response, f"the disbursement of key {payment.key}")
+        raise self._error(response, f"the disbursement of key {payment.key}", "201 or 202")
 
     def _lookup_in(self, namespace: uuid.UUID, key: str) -> Result:
         """A single disbursement's result, by its correlation id in ``namespace``."""
@@ -458,37 +601,37 @@ class GsmaProvider:
 
     def _lookup_single(self, key: str, cid: str) -> Result:
         response = self._call("GET", f"/responses/{cid}")
-        if response.status_code == 404:
+        if self._not_found(response):
             return Result(key, ResultKind.NOT_FOUND)
         if response.status_code != 200:
             raise self._error(response, "a response query")
-        link = self._json(response, "response").get("link")
-        return self._follow(key, link)
+        link = self._object(response).get("link")
+        return self._follow(key, link, self.http.describe(response))
 
-    def _follow(self, key: str, link: object) -> Result:
+    def _follow(self, key: str, link: object, where: str) -> Result:
         if not isinstance(link, str):
-            raise ProviderTimeout(self.name, "a response without a link")
-        path = urllib.parse.urlsplit(link).path
-        base = urllib.parse.urlsplit(self.settings.base_url).path
-        if base and path.startswith(base):
-            path = path[len(base) :]
+            raise malformed(self.name, where, "is a response without a link")
+        path = self._path_in_api(link, where)
         if path.startswith("/transactions/"):
             return self._read_transaction(key, urllib.parse.unquote(path.rsplit("/", 1)[1]))
         if path.startswith("/requeststates/"):
-            response = self._call("GET", path)
+            response = self._call("GET", _state_path(path))
             if response.status_code != 200:
                 raise self._error(response, "a request-state query")
-            return self._settle_single(key, self._json(response, "request state"), poll=False)
+            return self._settle_single(
+                key, self._object(response), poll=False, where=self.http.describe(response)
+            )
         if path.startswith("/batchtransactions/"):
             batch_id = urllib.parse.unquote(path.split("/")[2])
             return self._batch_results(batch_id, [key], wait=False)[key]
-        raise ProviderTimeout(self.name, "a response linking to an unknown resource")
+        raise malformed(self.name, where, "is a response linking to an unknown resource")
 
     # -- batches -----------------------------------------------------------------------------
     def _batch(self, payments: Sequence[Payment]) -> _Results:
         keys = [p.key for p in payments]
         cid = batch_correlation_id(keys, self.namespace)
-        self.journal.record(cid, keys, "batch")  # before the request leaves
+        digests = {p.key: _digest(p) for p in payments}
+        self.journal.record(cid, keys, "batch", digests)  # before the request leaves
         self._remember(cid, keys)
         body = {
             "batchTitle": f"sap-payments {cid}",
@@ -497,7 +640,8 @@ class GsmaProvider:
         }
         response = self._call("POST", "/batchtransactions", body=body, correlation=cid)
         if response.status_code == 202:
-            state = self._poll_state(self._json(response, "batch request"))
+            where = self.http.describe(response)
+            state = self._poll_state(self._object(response), where)
             return self._batch_state(keys, state)
         _category, code, _text = error_fields(response)
         if code == "duplicateRequest":
@@ -505,7 +649,7 @@ class GsmaProvider:
             if found is None:
                 raise ProviderTimeout(self.name, "a batch said duplicate, yet not found")
             return found
-        raise self._error(response, f"a batch of {len(keys)}")
+        raise self._error(response, f"a batch of {len(keys)}", "202")
 
     def _batch_state(self, keys: Sequence[str], state: Mapping[str, Any]) -> _Results:
         status = state.get("status")
@@ -518,99 +662,153 @@ class GsmaProvider:
     def _lookup_batch(self, cid: str, keys: Sequence[str]) -> _Results | None:
         """The results of the batch sent under ``cid``; None when the operator never got it."""
         response = self._call("GET", f"/responses/{cid}")
-        if response.status_code == 404:
+        if self._not_found(response):
             return None
         if response.status_code != 200:
             raise self._error(response, "a response query")
-        link = self._json(response, "response").get("link")
+        where = self.http.describe(response)
+        link = self._object(response).get("link")
         if not isinstance(link, str):
-            raise ProviderTimeout(self.name, "a response without a link")
-        path = urllib.parse.urlsplit(link).path
-        base = urllib.parse.urlsplit(self.settings.base_url).path
-        if base and path.startswith(base):
-            path = path[len(base) :]
+            raise malformed(self.name, where, "is a response without a link")
+        path = self._path_in_api(link, where)
         if path.startswith("/batchtransactions/"):
             return self._batch_results(urllib.parse.unquote(path.split("/")[2]), keys, wait=False)
         if path.startswith("/requeststates/"):
-            state_answer = self._call("GET", path)
+            state_answer = self._call("GET", _state_path(path))
             if state_answer.status_code != 200:
                 raise self._error(state_answer, "a request-state query")
-            return self._batch_state(keys, self._json(state_answer, "request state"))
-        raise ProviderTimeout(self.name, "a response linking to an unknown resource")
+            return self._batch_state(keys, self._object(state_answer))
+        raise malformed(self.name, where, "is a response linking to an unknown resource")
 
-    def _pages(self, path: str) -> list[dict[str, Any]]:
+    def _pages(self, path: str, most: int) -> list[dict[str, Any]]:
+        """The entries of a batch listing, page by page; no more than ``most`` (the keys of
+        the batch: an operator that ignores ``offset``, or lists more than it could hold,
+        cannot keep us reading)."""
         entries: list[dict[str, Any]] = []
         offset = 0
         size = self.settings.page_size
+        cap = self.settings.max_answer_bytes + self.settings.max_entry_bytes * size
         while True:
-            response = self._call("GET", path, params={"limit": size, "offset": offset})
+            response = self._call("GET", path, params={"limit": size, "offset": offset}, limit=cap)
             if response.status_code != 200:
                 raise self._error(response, "a batch listing")
-            page = self._json(response, "batch listing")
+            page = self._json(response)
             if not isinstance(page, list):
-                raise ProviderTimeout(self.name, "a batch listing that is not a list")
+                raise self._malformed(response, f"is not a JSON list ({json_kind(page)})")
             entries.extend(entry for entry in page if isinstance(entry, dict))
             offset += len(page)
-            available = response.headers.get("X-Records-Available-Count")
-            if not page or (available is not None and offset >= int(available)):
+            header = response.headers.get("X-Records-Available-Count", "")
+            available = int(header) if header.isascii() and header.isdigit() else None
+            if not page or offset >= most or (available is not None and offset >= available):
                 return entries
             if available is None and len(page) < size:
                 return entries
 
-    def batch_results(self, batch_id: str) -> list[Result]:
-        """Every settled transaction of a batch (its completions and rejections)."""
-        return list(self._batch_results(batch_id, [], wait=False).values())
+    def batch_results(self, batch_id: str, keys: Sequence[str] = ()) -> list[Result]:
+        """Every settled transaction of a batch (its completions and rejections); with
+        ``keys`` (the keys the batch carried), only theirs — an entry naming any other key is
+        ignored and logged."""
+        return list(self._batch_results(batch_id, keys, wait=False).values())
 
     def _batch_results(self, batch_id: str, keys: Sequence[str], *, wait: bool) -> _Results:
+        """The results of a batch's keys: completions PAID, rejections FAILED, the others
+        PENDING. An entry naming a key not in ``keys`` (when given) is about another
+        instruction and is ignored; a key both completed and rejected stays PENDING."""
         quoted = urllib.parse.quote(batch_id, safe="")
         polls = 0
         while True:
             response = self._call("GET", f"/batchtransactions/{quoted}")
             if response.status_code != 200:
                 raise self._error(response, "a batch query")
-            batch = self._json(response, "batch")
+            batch = self._object(response)
             if not wait or batch.get("batchStatus") == "completed":
                 break
             if polls >= self.settings.poll_limit:
                 break
             polls += 1
             self.sleep(self.settings.poll_interval)
-        results: _Results = {}
-        counts = {
-            kind: batch.get(f"{kind}Count") if isinstance(batch, dict) else None
-            for kind in ("completed", "rejection")
-        }
+        counts = {kind: batch.get(f"{kind}Count") for kind in ("completed", "rejection")}
+        most = len(keys) if keys else self.settings.max_batch
         listings = [
             (path, counts[kind])
             for path, kind in (("completions", "completed"), ("rejections", "rejection"))
         ]
         pages = {
-            path: [] if count == 0 else self._pages(f"/batchtransactions/{quoted}/{path}")
+            path: [] if count == 0 else self._pages(f"/batchtransactions/{quoted}/{path}", most)
             for path, count in listings  # a count of 0 said: nothing to list
         }
+        wanted = frozenset(keys)
+        foreign: set[str] = set()
+        unusable: set[str] = set()  # listed with two credited wallets
+
+        def key_of(entry: Mapping[str, Any]) -> str | None:
+            key = entry.get(_KEY)
+            if not isinstance(key, str) or not key:
+                return None
+            if wanted and key not in wanted:
+                foreign.add(key)
+                return None
+            return key
+
+        completed: _Results = {}
         for entry in pages["completions"]:
-            key = entry.get("requestingOrganisationTransactionReference")
-            if isinstance(key, str):
-                reference = entry.get("transactionReference")
-                results[key] = Result(
+            key = key_of(entry)
+            if key is None:
+                continue
+            try:
+                address = _credited(entry)
+            except ValueError:  # two wallets for one key: no confirmation, the key stays open
+                unusable.add(key)
+                continue
+            reference = entry.get("transactionReference")
+            completed.setdefault(
+                key,
+                Result(
                     key,
                     ResultKind.PAID,
                     provider_reference=reference if isinstance(reference, str) else None,
-                )
+                    address=address,
+                ),
+            )
+        rejected: _Results = {}
         for entry in pages["rejections"]:
-            key = entry.get("requestingOrganisationTransactionReference")
-            text = entry.get("rejectionReason")
-            if isinstance(key, str) and key not in results:
+            key = key_of(entry)
+            if key is not None:
+                text = entry.get("rejectionReason")
                 text = text if isinstance(text, str) else ""
                 reference = entry.get("transactionReference")
-                results[key] = Result(
+                rejected.setdefault(
                     key,
-                    ResultKind.FAILED,
-                    rejection_reason(text),
-                    provider_reference=reference if isinstance(reference, str) else None,
-                    provider_code=text.split(":", 1)[0][:64] or None,
-                    provider_message=text or None,
+                    Result(
+                        key,
+                        ResultKind.FAILED,
+                        rejection_reason(text),
+                        provider_reference=reference if isinstance(reference, str) else None,
+                        provider_code=text.split(":", 1)[0][:64] or None,
+                        provider_message=text[:256] or None,
+                    ),
                 )
+        both = (completed.keys() & rejected.keys()) | unusable
+        results = {key: r for key, r in (rejected | completed).items() if key not in both}
+        where = "GET /batchtransactions/…/completions and /rejections"
+        if foreign:
+            log.warning(
+                "provider %s: the operator's answer to %s names %d key(s) not in the batch "
+                "(%s): ignored",
+                self.name,
+                where,
+                len(foreign),
+                ", ".join(_short(key) for key in sorted(foreign)[:3]),
+            )
+        if both:
+            log.warning(
+                "provider %s: the operator's answer to %s lists %d key(s) both completed and "
+                "rejected, or completed into two wallets (%s): still open",
+                self.name,
+                where,
+                len(both),
+                ", ".join(sorted(both)[:3]),
+            )
         for key in keys:  # in the batch, not settled yet (never not-found: it arrived)
             results.setdefault(key, Result(key, ResultKind.PENDING))
         return results
@@ -622,14 +820,23 @@ class GsmaProvider:
         A key that travelled before under another correlation id (in another batch, or alone)
         is first looked up and sent again only when the operator never received it.
 
+        Every result is for the key it is returned for: an answer that names another key is
+        applied to neither instruction. A result carries the amount and the wallet the
+        operator's answer echoed (``amount``, ``address``; None where it echoed none), never
+        those sent, so that the engine can refuse an answer about another amount or account.
+
         Raises:
-            ProviderTimeout: no answer for some payments (they may have been applied).
+            ProviderTimeout: no answer for some payments (they may have been applied); among
+                them :class:`GsmaMalformedAnswer` — an answer that could not be used (not JSON,
+                not the shape the API defines, too large) — and :class:`GsmaMismatchedAnswer`
+                — an answer about another key or amount.
             ProviderUnavailable: the operator could not be reached.
             GsmaRequestRejected: the operator refused the request as a whole.
         """
         if not payments:
             return []
         self._check(payments)
+        self._refuse_changed(payments)
         results: _Results = {}
         unique = list({p.key: p for p in payments}.values())
         pending = unique
@@ -643,11 +850,52 @@ class GsmaProvider:
             else:
                 namespace = self.namespace
                 pairs = [(correlation_id(p.key, namespace), p.key) for p in pending]
-                self.journal.record_many(pairs, "single")
+                digests = {p.key: _digest(p) for p in pending}
+                self.journal.record_many(pairs, "single", digests)
                 for pair in pairs:
                     self._remember(pair[0], [pair[1]])
-                results.update((r.key, r) for r in self._map(self._single, pending))
-        return [results[p.key] for p in payments]
+                answered = self._map(self._single, pending)
+                results.update(zip((p.key for p in pending), answered, strict=True))
+        return [self._own(p.key, results.get(p.key)) for p in payments]
+
+    def _own(self, key: str, result: Result | None) -> Result:
+        """``result`` when it is about ``key``; else the answer was about another key."""
+        if result is None or result.key != key:
+            answered = "nothing" if result is None else result.key
+            raise self._mismatch(
+                f"the request about key {key}",
+                f"is about {_short(answered)}, not {key!r}: not applied",
+                key,
+                answered,
+            )
+        return result
+
+    def _refuse_changed(self, payments: Sequence[Payment]) -> None:
+        """Refuse, before anything is sent, a key that travelled before — or travels twice in
+        this call — with another amount or to another wallet: the operator deduplicates by
+        correlation id, so it would answer with the first payment, and the second would pass
+        for paid. A caller's bug (the ledger never changes a payment it sent): nothing sent.
+
+        Raises:
+            ProviderError: ``provider_code="KEY_REUSED"``, naming the keys.
+        """
+        known = self.journal.digests([p.key for p in payments])
+        now: dict[str, str] = {}
+        changed: list[str] = []
+        for payment in payments:
+            digest = _digest(payment)
+            # what the key went with before, and with earlier in this call
+            seen = known.get(payment.key, set()) | {now.setdefault(payment.key, digest)}
+            if seen != {digest}:
+                changed.append(payment.key)
+        if changed:
+            shown = ", ".join(dict.fromkeys(changed[:3]))
+            raise ProviderError(
+                self.name,
+                f"{len(set(changed))} key(s) sent before with another amount or wallet "
+                f"({shown}): refused, nothing sent",
+                provider_code="KEY_REUSED",
+            )
 
     def _planned(self, payments: Sequence[Payment]) -> dict[str, str]:
         namespace = self.namespace
@@ -730,13 +978,14 @@ class GsmaProvider:
         for namespace in dict.fromkeys((self.namespace, self.settings.correlation_namespace)):
             # bound to a ledger, a key not found under its namespace is asked again under the
             # unbound one: it may have been sent before the ledger had an id
-            for result in self._map_patiently(functools.partial(self._lookup_in, namespace), rest):
-                found[result.key] = result
+            lookup = functools.partial(self._lookup_in, namespace)
+            for key, result in zip(rest, self._map_patiently(lookup, rest), strict=True):
+                found[key] = self._own(key, result)
             rest = [key for key in rest if found[key].kind is ResultKind.NOT_FOUND]
             if not rest:
                 break
         self._not_in_flight(found, prior)
-        return [found[key] for key in keys]
+        return [self._own(key, found.get(key)) for key in keys]
 
     def _not_in_flight(
         self, found: _Results, prior: Mapping[str, list[tuple[str, str, float]]]
@@ -762,24 +1011,24 @@ class GsmaProvider:
         ``unregistered`` (a 404 is unregistered)."""
         path = f"/accounts/msisdn/{urllib.parse.quote(msisdn, safe='+')}/status"
         response = self._call("GET", path)
-        if response.status_code == 404:
+        if self._not_found(response):
             return "unregistered"
         if response.status_code != 200:
             raise self._error(response, "an account status query")
-        status = self._json(response, "account status").get("accountStatus")
+        status = self._object(response).get("accountStatus")
         if not isinstance(status, str):
-            raise ProviderTimeout(self.name, "an account status answer without accountStatus")
+            raise self._malformed(response, "has no accountStatus")
         return status
 
     def account_name(self, msisdn: str) -> str | None:
         """The name the operator holds for the wallet (``fullName``, else the parts)."""
         path = f"/accounts/msisdn/{urllib.parse.quote(msisdn, safe='+')}/accountname"
         response = self._call("GET", path)
-        if response.status_code == 404:
+        if self._not_found(response):
             return None
         if response.status_code != 200:
             raise self._error(response, "an account name query")
-        name = self._json(response, "account name").get("name")
+        name = self._object(response).get("name")
         if not isinstance(name, dict):
             return None
         if isinstance(name.get("fullName"), str) and name["fullName"].strip():
@@ -828,7 +1077,7 @@ class GsmaProvider:
 
         try:
             document = json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError):
             raise bad("not JSON text") from None
         entries = document if isinstance(document, list) else [document]
         results = []
@@ -840,7 +1089,10 @@ class GsmaProvider:
                 raise bad(f"entry {index} names no requestingOrganisationTransactionReference")
             self.check_ledger(entry)
             if "transactionStatus" in entry:
-                results.append(self._from_transaction(key, entry))
+                try:
+                    results.append(self._from_transaction(key, entry, where="the report"))
+                except GsmaMalformedAnswer as exc:  # an amount, a wallet that cannot be read
+                    raise bad(f"entry {index} {exc.problem}") from None
             elif "completionDate" in entry:
                 reference = entry.get("transactionReference")
                 results.append(
@@ -895,8 +1147,47 @@ def _msisdn(payment: Payment) -> str:
     return address.msisdn if isinstance(address, WalletAddress) else ""
 
 
+def _digest(payment: Payment) -> str:
+    """What the journal keeps of a payment: its amount, and 16 bits of a hash of its wallet."""
+    tag = hashlib.sha256(_msisdn(payment).encode()).hexdigest()[:4]
+    return f"{payment.amount.minor} {payment.amount.currency} {tag}"
+
+
+def _state_path(path: str) -> str:
+    """``/requeststates/{id}`` of a linked path, the id quoted again: a link's text never
+    reaches the request line as it came (a control character, a ``/``, a query)."""
+    server_id = urllib.parse.unquote(path.split("/")[2])
+    return f"/requeststates/{urllib.parse.quote(server_id, safe='')}"
+
+
+def _credited(body: Mapping[str, Any]) -> WalletAddress | None:
+    """The wallet a transaction or completion says it credited (``creditParty`` → ``msisdn``),
+    as the operator wrote it; None when it names none.
+
+    Raises:
+        ValueError: it names two different wallets.
+    """
+    parties = body.get("creditParty")
+    if not isinstance(parties, list):
+        return None
+    numbers = {
+        party["value"]
+        for party in parties
+        if isinstance(party, dict)
+        and party.get("key") == "msisdn"
+        and isinstance(party.get("value"), str)
+        and party["value"]
+    }
+    if len(numbers) > 1:
+        raise ValueError("more than one credited wallet")
+    return WalletAddress(numbers.pop()) if numbers else None
+
+
 def _metadata(body: Mapping[str, Any], name: str) -> str | None:
-    for entry in body.get("metadata") or ():
+    entries = body.get("metadata")
+    if not isinstance(entries, list):  # absent, or not the list of pairs the API defines
+        return None
+    for entry in entries:
         if isinstance(entry, dict) and entry.get("key") == name:
             value = entry.get("value")
             return value if isinstance(value, str) else None

@@ -50,6 +50,8 @@ _KEYS: Final = frozenset(
         "webhook_secret_env",
         "page_size",
         "in_flight_grace",
+        "max_answer_bytes",
+        "max_entry_bytes",
     }
 )
 
@@ -86,6 +88,10 @@ class GsmaSettings:
     webhook_secret: str | None = attrs.field(default=None, repr=False)
     page_size: int = 1000
     in_flight_grace: float = 30.0  # a batch's 404 is authoritative only after this long
+    #: the most of an answer's body that is read (after decoding); a larger answer is unreadable
+    max_answer_bytes: int = 1 << 20
+    #: a page of a batch listing may also hold this much per entry asked for (``page_size``)
+    max_entry_bytes: int = 4096
 
     @classmethod
     def from_mapping(cls, name: str, settings: Mapping[str, Any]) -> GsmaSettings:
@@ -162,6 +168,8 @@ class GsmaSettings:
         number("requests_per_second", 0)
         for key in ("bulk_threshold", "max_batch", "max_concurrency", "page_size"):
             number(key, 1, whole=True)
+        number("max_answer_bytes", 1024, whole=True)
+        number("max_entry_bytes", 256, whole=True)
         for key in ("max_retries", "poll_limit"):
             number(key, 0, whole=True)
         flag("bulk")

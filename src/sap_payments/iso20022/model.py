@@ -100,3 +100,4 @@ class EntryNotice:
     reversal: bool = False  # RvslInd true
     return_reason: str | None = None  # RtrInf/Rsn/Cd
     bank_reference: str | None = None  # AcctSvcrRef or TxId
+    return_text: str | None = None  # RtrInf/AddtlInf, the bank's own words on a return

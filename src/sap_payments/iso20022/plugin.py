@@ -3,9 +3,42 @@
 A bank does not answer a file straight away: ``submit`` writes the batch as a pain.001 file
 (and its manifest) into the configured ``outbox`` directory, atomically, and answers PENDING for
 every payment. The bank's pain.002 status reports and camt.054 notifications arrive later as
-files; ``parse_report`` turns one into results (``Ledger.import_bank_file`` applies them,
-exactly once per file). The plugin keeps a register of which keys each message carried, so a
-rejection of a whole message or payment information applies to every transaction under it.
+files; ``parse_report`` turns one into results (``Ledger.import_report`` applies them, exactly
+once per file).
+
+The same batch gives the same bytes: the file's ``CreDtTm`` is the time the ledger committed the
+batch (``Payment.batch_created_at``), not the wall clock, so a batch written again — after a
+crash between the file and the ledger's commit — is the same file (only a provider used without
+a ledger, whose payments carry no such time, stamps the wall clock).
+
+What the plugin remembers (capability ``keeps_state``): which message carried which payment, so
+that a rejection of a whole message or payment information applies to every transaction under
+it, and which EndToEndId stands for which key. Bound to a ledger, it keeps this in the ledger's
+plugin state (:class:`~sap_payments.providers.PluginState`), backed up with it; unbound (a test
+calling the factory), in memory. Namespaces::
+
+    payment/<key>            {"message": MsgId, "end_to_end_id": …, "amount": …, "currency": …}
+    message/<MsgId>          {"file": …, "created_at": …, "count": …, "control_sum": …,
+                              "currency": …, "keys": [...]}
+    end_to_end/<EndToEndId>  the key, for a key that cannot be an EndToEndId as it is
+    migration/register.db    when the outbox's old register was read into the ledger
+
+A key is the EndToEndId when it can be one (1–35 letters, digits and hyphens, starting with a
+letter or digit: every instruction id); any other key (longer, or with other characters) is sent
+as ``SAPK`` + 31 hex digits of its SHA-256, and the answers are mapped back.
+
+Older versions kept this in ``register.db`` in the outbox. The first time the provider is bound
+to a ledger's state, that register is read into the ledger (rows of messages made for another
+ledger are left out) and renamed ``register.db.migrated``; a pending cycle carries on.
+
+Answers are checked against what was sent, and refused whole —
+:class:`~sap_payments.providers.ReportRefused`, a ``ProviderError``, naming the element and
+line; ``import reports`` adds the file — when a file is not a pain.002 or camt.054 or is
+malformed; when a pain.002 answers a message (``OrgnlMsgId``, ``OrgnlPmtInfId``) or names a
+transaction (``OrgnlEndToEndId``) this provider never sent, or a transaction under another
+message than the one it was sent in; when a camt.054's batch entry names a message of ours that
+was never sent; and when a camt.054 holds no entry for a payment this provider sent (an account
+notification of fees and other transfers only: nothing in it is ours to import).
 
 Bound to a ledger (capability ``ledger_identity``), every file's MsgId and PmtInfId carry the
 ledger's id — ``SAP-<ledger id>-<14 hex digits>``, 35 characters — and a pain.002 or camt.054
@@ -27,12 +60,13 @@ Settings (``[providers.NAME]`` in ``sap-payments.toml``)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,9 +77,10 @@ from sap_payments.beneficiaries import BankAccount, Channel, FinancialAddress
 from sap_payments.errors import ConfigError, ForeignLedger
 from sap_payments.iso20022.model import BankProfile, CreditTransfer, DebtorAccount, TransferBatch
 from sap_payments.iso20022.napas import bank_by_bin
-from sap_payments.iso20022.pain001 import write_pain001
+from sap_payments.iso20022.pain001 import InvalidBatch, write_pain001
 from sap_payments.iso20022.reading import (
     REASONS,
+    BankFileError,
     message_type,
     notice_results,
     read_notification,
@@ -55,19 +90,29 @@ from sap_payments.iso20022.reading import (
 from sap_payments.providers import (
     AddressCheck,
     Capabilities,
+    MemoryPluginState,
     Payment,
+    PaymentsRefused,
+    PluginState,
     ProviderError,
     Reason,
+    ReportRefused,
     Result,
     ResultKind,
 )
 
-__all__ = ["BankFileProvider", "bank_files", "ledger_of_message"]
+__all__ = ["BankFileProvider", "bank_files", "end_to_end_id", "ledger_of_message"]
 
 #: A ledger id: 16 lower-case hex digits (see ``Store.ledger_id``).
 _LEDGER_ID: Final = re.compile(r"[0-9a-f]{16}")
 #: The MsgId (and PmtInfId) of a file made for a ledger: its id, then 14 hex digits of the keys.
 _TAGGED: Final = re.compile(r"SAP-([0-9a-f]{16})-[0-9A-F]{14}")
+#: The MsgId of a file made before ledgers had ids (or by a provider bound to none).
+_UNTAGGED: Final = re.compile(r"SAP[0-9A-F]{29}")
+#: A key that is its own EndToEndId (every instruction id is one).
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,34}")
+#: The old register, read into the ledger's state once (see the module doc).
+_REGISTER: Final = "register.db"
 
 
 def ledger_of_message(message_id: str) -> str | None:
@@ -135,6 +180,20 @@ class _Settings:
         return cls(Path(settings["outbox"]), debtor, BankProfile(latin, version), max_batch)
 
 
+def end_to_end_id(key: str) -> str:
+    """The EndToEndId a payment's key is sent under: the key itself when it can be one (every
+    instruction id can), else ``SAPK`` and 31 hex digits of its SHA-256 (35 characters).
+
+    >>> end_to_end_id("202109-3f9a0c1d2e3b4c5d6e7f80")
+    '202109-3f9a0c1d2e3b4c5d6e7f80'
+    >>> end_to_end_id("conf-0123456789ab-submit_twice_is_idempotent-0")
+    'SAPKA1C128D9A6D90F0C2E5EDD7FA26FB77'
+    """
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    return "SAPK" + hashlib.sha256(key.encode()).hexdigest()[:31].upper()
+
+
 class BankFileProvider:
     """A bank that takes pain.001 files and answers with pain.002 and camt.054 files."""
 
@@ -148,16 +207,13 @@ class BankFileProvider:
             callbacks=False,
             address_validation=True,
             ledger_identity=True,
+            keeps_state=True,
         )
         #: the ledger this provider works for (``bind_ledger``); None: files carry no ledger id
         self.ledger_id: str | None = None
+        #: what it remembers (``bind_state``): in memory until bound to a ledger's state
+        self.state: PluginState = MemoryPluginState()
         self.settings.outbox.mkdir(parents=True, exist_ok=True)
-        self._register = sqlite3.connect(self.settings.outbox / "register.db")
-        self._register.execute(
-            "CREATE TABLE IF NOT EXISTS sent (key TEXT PRIMARY KEY, message_id TEXT NOT NULL, "
-            "amount INTEGER NOT NULL, currency TEXT NOT NULL)"
-        )
-        self._register.commit()
 
     def bind_ledger(self, ledger_id: str) -> None:
         """Work for the ledger ``ledger_id``: its id goes into every MsgId, and answers to
@@ -166,44 +222,99 @@ class BankFileProvider:
             raise ProviderError(self.name, f"not a ledger id (16 hex digits): {ledger_id!r}")
         self.ledger_id = ledger_id
 
+    def bind_state(self, state: PluginState) -> None:
+        """Remember in ``state`` (the ledger's) from now on; the outbox's old ``register.db``,
+        if there is one, is read into it first (see the module doc)."""
+        self.state = state
+        self._migrate_register()
+
+    def _migrate_register(self) -> None:
+        path = self.settings.outbox / _REGISTER
+        if not path.is_file() or self.state.get("migration", _REGISTER) is not None:
+            return
+        try:
+            register = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                rows = register.execute(
+                    "SELECT key, message_id, amount, currency FROM sent ORDER BY message_id, key"
+                ).fetchall()
+            finally:
+                register.close()
+        except sqlite3.Error as exc:
+            raise ProviderError(
+                self.name, f"{path}: the old register cannot be read ({exc}); nothing was moved"
+            ) from exc
+        messages: dict[str, list[tuple[str, int, str]]] = {}
+        for key, message_id, amount, currency in rows:
+            theirs = ledger_of_message(str(message_id))
+            if theirs is None or self.ledger_id is None or theirs == self.ledger_id:
+                messages.setdefault(str(message_id), []).append((str(key), amount, currency))
+        with self.state.transaction():
+            for message_id, sent in messages.items():
+                self._remember(message_id, None, None, [(k, k, a, c, None) for k, a, c in sent])
+            self.state.put_json(
+                "migration",
+                _REGISTER,
+                {"messages": len(messages), "payments": sum(len(s) for s in messages.values())},
+            )
+        with contextlib.suppress(OSError):  # another process may have moved it first
+            path.rename(path.with_name(f"{_REGISTER}.migrated"))
+
     # -- out --------------------------------------------------------------------------------
     def submit(self, payments: Sequence[Payment]) -> list[Result]:
-        """Write the payments not yet sent as one pain.001 file; PENDING for every payment."""
-        known = self._known([p.key for p in payments])
-        fresh = [p for p in payments if p.key not in known]
+        """Write the payments not yet sent as one pain.001 file; PENDING for every payment.
+
+        Raises:
+            ProviderError: a key sent before comes again with another amount (a key is never
+                reused for another payment); nothing was written.
+        """
+        fresh: dict[str, Payment] = {}
+        for payment in payments:
+            sent = self.state.get_json("payment", payment.key)
+            if sent is None:
+                first = fresh.setdefault(payment.key, payment)
+                sent = {
+                    "amount": first.amount.minor,
+                    "currency": first.amount.currency,
+                    "address": _fingerprint(first),
+                }
+            if (sent["amount"], sent["currency"]) != (
+                payment.amount.minor,
+                payment.amount.currency,
+            ) or sent.get("address", _fingerprint(payment)) != _fingerprint(payment):
+                raise ProviderError(
+                    self.name,
+                    f"payment {payment.key}: sent before with another amount or account; a key "
+                    "is never reused for another payment: nothing was written",
+                    provider_code="KEY_REUSED",
+                )
         if fresh:
-            self._write(fresh)
+            self._write(list(fresh.values()))
         return [Result(p.key, ResultKind.PENDING) for p in payments]
 
-    def _known(self, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            found.update(
-                row[0]
-                for row in self._register.execute(
-                    f"SELECT key FROM sent WHERE key IN ({', '.join('?' * len(chunk))})", chunk
-                )
-            )
-        return found
-
     def _write(self, payments: Sequence[Payment]) -> None:
-        digest = hashlib.sha256("\n".join(sorted(p.key for p in payments)).encode()).hexdigest()
+        # by key: the same payments in any order are the same file, byte for byte
+        payments = sorted(payments, key=lambda p: p.key)
+        digest = hashlib.sha256("\n".join(p.key for p in payments).encode()).hexdigest()
         if self.ledger_id is not None:  # 35 characters: the ledger, then the keys
             message_id = f"SAP-{self.ledger_id}-{digest[:14].upper()}"
         else:  # not bound to a ledger: 32 characters, the same for the same keys
             message_id = f"SAP{digest[:29].upper()}"
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        created = _created_at(payments)
+        #: the key each EndToEndId of the file stands for
+        key_of = {end_to_end_id(p.key): p.key for p in payments}
         transfers = []
         for payment in payments:
             address = payment.address
-            if not isinstance(address, BankAccount):
-                raise ProviderError(
-                    self.name, f"payment {payment.key}: not a bank account", provider_code="BANK"
+            if not isinstance(address, BankAccount):  # nothing written yet: refuse this one
+                raise PaymentsRefused(
+                    self.name,
+                    {payment.key: (Reason.UNKNOWN_ACCOUNT, "not a bank account")},
+                    provider_code="BANK",
                 )
             transfers.append(
                 CreditTransfer(
-                    payment.key,
+                    end_to_end_id(payment.key),
                     payment.amount,
                     payment.payee_name,
                     address.account_number,
@@ -211,8 +322,25 @@ class BankFileProvider:
                     payment.reference,
                 )
             )
-        batch = TransferBatch(message_id, now, now.date(), self.settings.debtor, tuple(transfers))
-        data = write_pain001(batch, self.settings.profile)
+        batch = TransferBatch(
+            message_id, created, created.date(), self.settings.debtor, tuple(transfers)
+        )
+        try:
+            data = write_pain001(batch, self.settings.profile)
+        except InvalidBatch as exc:  # nothing written: one transfer's fault fails that payment
+            if exc.end_to_end_id is None:  # the batch or its debtor: not one payment's fault
+                raise
+            dead = exc.field in ("account", "bank_bin")  # the next cycle tries the next address
+            raise PaymentsRefused(
+                self.name,
+                {
+                    key_of.get(exc.end_to_end_id, exc.end_to_end_id): (
+                        Reason.UNKNOWN_ACCOUNT if dead else Reason.REFUSED,
+                        f"{exc.field}: {exc.reason}",
+                    )
+                },
+                provider_code="INVALID_FIELD",
+            ) from exc
         directory = self.settings.outbox
         name = f"pain.001.001.{self.settings.profile.version}-{message_id}"
         write_atomically(directory / f"{name}.xml", data)
@@ -222,6 +350,7 @@ class BankFileProvider:
                 {
                     "message_id": message_id,
                     "ledger_id": self.ledger_id,
+                    "created_at": created.isoformat(),
                     "count": len(transfers),
                     "control_sum": sum(t.amount.minor for t in transfers),
                     "currency": "VND",
@@ -230,10 +359,52 @@ class BankFileProvider:
                 indent=1,
             ).encode(),
         )
-        with self._register:  # after the file: a registered key always has its file
-            self._register.executemany(
-                "INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)",
-                [(p.key, message_id, p.amount.minor, p.amount.currency) for p in payments],
+        # After the file: a remembered key always has its file. A crash in between leaves a
+        # file whose keys are not remembered; sent again, the batch writes the same bytes.
+        self._remember(
+            message_id,
+            f"{name}.xml",
+            created,
+            [
+                (e2e, key, p.amount.minor, p.amount.currency, _fingerprint(p))
+                for (e2e, key), p in zip(key_of.items(), payments, strict=True)
+            ],
+        )
+
+    def _remember(
+        self,
+        message_id: str,
+        file: str | None,
+        created: dt.datetime | None,
+        sent: Iterable[tuple[str, str, int, str, str | None]],
+    ) -> None:
+        """Remember a message and its payments: (EndToEndId, key, amount, currency, address
+        fingerprint or None) each."""
+        sent = list(sent)
+        with self.state.transaction():
+            for e2e, key, amount, currency, address in sent:
+                remembered: dict[str, str | int] = {
+                    "message": message_id,
+                    "end_to_end_id": e2e,
+                    "amount": amount,
+                    "currency": currency,
+                }
+                if address is not None:
+                    remembered["address"] = address
+                self.state.put_json("payment", key, remembered)
+                if e2e != key:
+                    self.state.put_json("end_to_end", e2e, key)
+            self.state.put_json(
+                "message",
+                message_id,
+                {
+                    "file": file,
+                    "created_at": None if created is None else created.isoformat(),
+                    "count": len(sent),
+                    "control_sum": sum(row[2] for row in sent),
+                    "currency": sent[0][3] if sent else None,
+                    "keys": [row[1] for row in sent],
+                },
             )
 
     def status(self, keys: Sequence[str]) -> list[Result]:
@@ -255,26 +426,90 @@ class BankFileProvider:
         information becomes a FAILED result for every key that message carried.
 
         Raises:
-            BankFileError (an InvalidInput): malformed, or not a pain.002 / camt.054.
+            ReportRefused (a ProviderError): malformed, not a pain.002 / camt.054, or it names
+                a message or transaction this provider never sent, or holds nothing of ours
+                (see the module doc); the error names the line and element where it can.
             ForeignLedger (an InvalidInput): it answers a file made for another ledger.
         """
-        if message_type(data) == "camt.054":
-            # A notification covers the whole account (fees, other transfers): keep the entries
-            # of payments this plugin sent, by their EndToEndId.
-            notification = read_notification(data)
-            self._refuse_foreign(notification.batch_ids)
-            notices = notification.notices
-            ours = self._known([n.end_to_end_id for n in notices])
-            return notice_results([n for n in notices if n.end_to_end_id in ours])
+        try:
+            if message_type(data) == "camt.054":
+                return self._notification(data)
+            return self._status_report(data)
+        except BankFileError as exc:  # the readers' error, as the protocol's
+            raise ReportRefused(self.name, exc.reason, line=exc.line, path=exc.path) from exc
+
+    def _refused(self, reason: str) -> ReportRefused:
+        return ReportRefused(self.name, f"{reason}: nothing was applied")
+
+    def _key_of(self, end_to_end: str) -> str | None:
+        """The key of a payment this provider sent under the EndToEndId ``end_to_end``."""
+        sent = self.state.get_json("payment", end_to_end)
+        if sent is not None and sent.get("end_to_end_id", end_to_end) == end_to_end:
+            return end_to_end
+        key = self.state.get_json("end_to_end", end_to_end)
+        return key if isinstance(key, str) else None
+
+    def _notification(self, data: bytes) -> list[Result]:
+        # A notification covers the whole account (fees, other transfers): keep the entries
+        # of payments this plugin sent, by their EndToEndId.
+        notification = read_notification(data)
+        self._refuse_foreign(notification.batch_ids)
+        for batch_id in notification.batch_ids:
+            if self._ours(batch_id) and self.state.get("message", batch_id) is None:
+                raise self._refused(
+                    f"a batch entry names message {batch_id}, which this provider never sent"
+                )
+        ours = []
+        for notice in notification.notices:
+            key = self._key_of(notice.end_to_end_id)
+            if key is not None:
+                ours.append(attrs.evolve(notice, end_to_end_id=key))
+        if not ours:
+            raise self._refused(
+                f"no entry answers a payment this provider sent ({len(notification.notices)} "
+                "entries with an EndToEndId, none of them ours)"
+            )
+        return notice_results(ours)
+
+    def _ours(self, message_id: str) -> bool:
+        """Whether ``message_id`` has the shape of this provider's MsgIds."""
+        if self.ledger_id is not None and ledger_of_message(message_id) == self.ledger_id:
+            return True
+        return _UNTAGGED.fullmatch(message_id.strip()) is not None
+
+    def _status_report(self, data: bytes) -> list[Result]:
         report = read_status_report(data)  # one pass for transactions and rejected blocks
         self._refuse_foreign(report.original_ids)
-        results = status_results(report.transactions)
+        answered = set(report.original_ids)
+        for message_id in report.original_ids:
+            if self.state.get("message", message_id) is None:
+                raise self._refused(
+                    f"it answers message {message_id} (OrgnlMsgId or OrgnlPmtInfId), which this "
+                    "provider never sent"
+                )
+        results = []
+        for result in status_results(report.transactions):
+            key = self._key_of(result.key)
+            if key is None:
+                raise self._refused(
+                    f"it names transaction {result.key} (OrgnlEndToEndId), which this provider "
+                    "never sent"
+                )
+            sent = self.state.get_json("payment", key)
+            if answered and sent["message"] not in answered:
+                raise self._refused(
+                    f"transaction {result.key} was sent in message {sent['message']}, not in "
+                    "the message this report answers"
+                )
+            results.append(attrs.evolve(result, key=key))
+        if not answered and not results:
+            raise self._refused("it answers no message and no transaction this provider sent")
         listed = {r.key for r in results}
         for message_id, code in (*report.rejected_messages, *report.rejected_payment_infos):
-            for (key,) in self._register.execute(
-                "SELECT key FROM sent WHERE message_id = ?", (message_id,)
-            ):
+            message = self.state.get_json("message", message_id) or {}
+            for key in message.get("keys", ()):
                 if key not in listed:
+                    listed.add(key)
                     results.append(
                         Result(
                             key,
@@ -296,7 +531,29 @@ class BankFileProvider:
                 raise ForeignLedger(theirs, self.ledger_id)
 
     def close(self) -> None:
-        self._register.close()
+        """Nothing to release: the state is the ledger's (or memory)."""
+
+
+def _fingerprint(payment: Payment) -> str:
+    """8 hex digits of the SHA-256 of the payment's key and address: enough to notice a key
+    sent again to another account, too few to tell which account it is (a plugin's state keeps
+    no account numbers)."""
+    return hashlib.sha256(f"{payment.key}\n{payment.address.key}".encode()).hexdigest()[:8]
+
+
+def _created_at(payments: Sequence[Payment]) -> dt.datetime:
+    """CreDtTm of a file of ``payments``: when the ledger committed their batch (the earliest,
+    should they come from several), to the second; the wall clock only for payments that carry
+    no such time (a provider used without a ledger)."""
+    stamps = [
+        p.batch_created_at
+        if p.batch_created_at.tzinfo
+        else p.batch_created_at.replace(tzinfo=dt.UTC)
+        for p in payments
+        if p.batch_created_at is not None
+    ]
+    created = min(stamps) if stamps else dt.datetime.now(dt.UTC)
+    return created.replace(microsecond=0)
 
 
 def bank_files(name: str, settings: Mapping[str, Any]) -> BankFileProvider:

@@ -52,7 +52,8 @@ camt.054: notices
     not consulted), ``Sts`` (``Sts/Cd`` in .08, text before; booked means BOOK), ``RvslInd``,
     the detail's ``Amt`` (.04 and later; ``AmtDtls/TxAmt/Amt`` or ``AmtDtls/InstdAmt/Amt``
     otherwise, and the entry's ``Amt`` when it is the entry's only detail), ``RtrInf/Rsn/Cd``
-    (or ``Prtry``; an ``RtrInf`` without a reason reads as the empty string ``""``) and, as the
+    (or ``Prtry``; an ``RtrInf`` without a reason reads as the empty string ``""``) with the
+    bank's words on it (every ``RtrInf/AddtlInf``, joined with spaces) and, as the
     bank's reference, the detail's ``Refs/AcctSvcrRef``, else the entry's ``AcctSvcrRef``, else
     ``Refs/TxId``. Details without an EndToEndId (fees, interest, others' credits) and amounts in
     a currency sap_payments does not pay in (not in :data:`~sap_payments.money.MINOR_UNITS`) are
@@ -67,7 +68,8 @@ Status → result (:func:`status_results`)
 Notice → result (:func:`notice_results`)
     A booked debit, no reversal, no return information → PAID (amount and reference kept); the
     same not yet booked (PDNG, INFO, FUTR) → PENDING; a booked notice with return information or
-    a reversal → RETURNED with the mapped reason; a return not yet booked is left out (the
+    a reversal → RETURNED with the mapped reason, the code in ``provider_code`` and the return's
+    AddtlInf in ``provider_message``; a return not yet booked is left out (the
     booked one follows); credits without return information are not ours and are left out.
 
 Reason codes (:data:`REASONS`; ISO ExternalStatusReason1Code / ExternalReturnReason1Code)::
@@ -163,9 +165,10 @@ _T = TypeVar("_T")
 class BankFileError(InvalidInput):
     """A bank file that cannot be read; nothing from it was returned.
 
-    ``source`` is the file's path (``"<bytes>"`` for data in memory), ``line`` the 1-based line
-    and ``path`` the element path (``/Document/CstmrPmtStsRpt/OrgnlPmtInfAndSts[1]/…``) of the
-    problem, each ``None`` when unknown.
+    ``reason`` says what is wrong; ``source`` is the file's path (``"<bytes>"`` for data in
+    memory), ``line`` the 1-based line and ``path`` the element path
+    (``/Document/CstmrPmtStsRpt/OrgnlPmtInfAndSts[1]/…``) of the problem, each ``None`` when
+    unknown.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class BankFileError(InvalidInput):
     ) -> None:
         where = ", ".join(part for part in (f"line {line}" if line else "", path or "") if part)
         super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+        self.reason = message
         self.source = source
         self.line = line
         self.path = path
@@ -411,6 +415,7 @@ def notice_results(notices: Iterable[EntryNotice]) -> list[Result]:
                     REASONS.get(code, Reason.OTHER) if code else Reason.OTHER,
                     provider_reference=notice.bank_reference,
                     provider_code=code or None,
+                    provider_message=notice.return_text,
                     amount=notice.amount,
                 )
             )
@@ -965,8 +970,9 @@ class _Entry:
 
 
 #: One TxDtls as read: EndToEndId, amount (None: a currency sap_payments does not pay in),
-#: whether it names an amount at all, the return reason and the bank's reference.
-_Detail = tuple[str, Money | None, bool, str | None, str | None]
+#: whether it names an amount at all, the return reason, the bank's reference and its words on
+#: the return (``RtrInf/AddtlInf``).
+_Detail = tuple[str, Money | None, bool, str | None, str | None, str | None]
 
 
 class _NoticeReader:
@@ -1022,7 +1028,7 @@ class _NoticeReader:
                         waiting[1],
                     )
                 if detail is not None:
-                    key, amount, has_amount, returned, reference = detail
+                    key, amount, has_amount, returned, reference, words = detail
                     if not has_amount:
                         steps = self.steps(here, notifications, entries, details, element, numbered)
                         waiting = (detail, steps)
@@ -1036,6 +1042,7 @@ class _NoticeReader:
                                 entry.reversal,
                                 returned,
                                 reference,
+                                words,
                             )
                         )
                 try:  # _detach, inlined: once per transaction
@@ -1067,7 +1074,7 @@ class _NoticeReader:
 
     def settle(self, waiting: tuple[_Detail, list[_Step]], entry: _Entry) -> list[EntryNotice]:
         """The notice of an entry's only detail, which names no amount: the entry's ``Amt``."""
-        (key, _, _, returned, reference), steps = waiting
+        (key, _, _, returned, reference, words), steps = waiting
         if entry.amount is None:
             raise _Problem("transaction details without an amount", steps)
         try:
@@ -1077,7 +1084,9 @@ class _NoticeReader:
         if amount is None:
             return []
         return [
-            EntryNotice(key, amount, entry.booked, entry.debit, entry.reversal, returned, reference)
+            EntryNotice(
+                key, amount, entry.booked, entry.debit, entry.reversal, returned, reference, words
+            )
         ]
 
     def steps(
@@ -1140,6 +1149,7 @@ class _NoticeReader:
         path of the reader: plain locals, no helper calls for the usual children."""
         names = self.names
         key = reference = transaction_id = returned = None
+        words: list[str] = []
         amount: Money | None = None
         has_amount = False
         details: ET.Element | None = None
@@ -1166,13 +1176,22 @@ class _NoticeReader:
                 for part in child:
                     if names[part.tag] == "Rsn":
                         returned = _reason(part, names) or ""
+                    elif names[part.tag] == "AddtlInf" and (said := _text(part)):
+                        words.append(said)
         if key is None:
             return None
         if not has_amount and details is not None:
             found = self.detailed_amount(details)
             if found is not None:
                 amount, has_amount = found[0], True
-        return key, amount, has_amount, returned, reference or entry.reference or transaction_id
+        return (
+            key,
+            amount,
+            has_amount,
+            returned,
+            reference or entry.reference or transaction_id,
+            " ".join(words)[:500] or None,
+        )
 
     def amount(self, element: ET.Element, *steps: _Step) -> Money | None:
         try:

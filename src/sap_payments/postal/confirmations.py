@@ -10,11 +10,22 @@ Each row is checked against the ledger. A row that fails a check goes to the rev
 its row number, instruction id, code and reason (never a name): a malformed row or code, an
 unknown instruction, a wrong code, an amount or pay point that differs, a code used twice (in
 the file, or an instruction confirmed before with other details), a payment after the window
-closed, a proxy collection without a valid mandate. The other rows are applied through
-:func:`sap_payments.dispatch.apply_results` — every move through the transition table, each an
-event — and the import is recorded, so the same file again is a no-op. A row repeating exactly
-what an earlier file confirmed is counted as repeated, not rejected: a post office may send a
-corrected file again in whole.
+closed or outside the list's payment window, a proxy collection without a valid mandate, a
+row with more fields than the header, and every row of a code that appears twice in the file
+when the first of them was rejected (so a second row cannot slip in what the first could not).
+The other rows are applied through :func:`sap_payments.dispatch.apply_results` — every move
+through the transition table, each an event — and the import is recorded, so the same file
+again is a no-op. A row repeating exactly what an earlier file confirmed is counted as repeated,
+not rejected: a post office may send a corrected file again in whole.
+
+Amounts are read as clerks type them: ``360000``, or grouped by thousands the Vietnamese way
+(``360.000``, ``360 000``, ``360,000``), with or without the currency (``360.000 đ``,
+``360.000đ``, ``360.000 VND``) — unambiguous for VND, which has no minor unit, when every group
+after the first has exactly three digits; anything else (``360.5``, ``3,60,000``) is refused.
+
+A beneficiary whose cash goes uncollected month after month is flagged for re-verification
+whichever way each month was recorded: an ``unclaimed`` row here, or the window close
+(:func:`sap_payments.postal.window.flag_unclaimed`).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,9 +48,11 @@ from sap_payments.collection_codes import InvalidCollectionCode, normalise_code,
 from sap_payments.dispatch import apply_results
 from sap_payments.errors import ForeignLedger, InvalidInput, InvalidRoster
 from sap_payments.instructions import InstructionState
-from sap_payments.money import Money
+from sap_payments.money import MINOR_UNITS, Money
 from sap_payments.output import csv_row, unescape_formula
+from sap_payments.periods import Period
 from sap_payments.postal.plugin import PostalCashProvider
+from sap_payments.postal.window import flag_unclaimed
 from sap_payments.providers import Result, ResultKind
 from sap_payments.store import EventRecord, ImportSummary, InstructionRecord, Store
 
@@ -86,8 +100,9 @@ REASONS: Final = {
     "wrong_code": "the code is not the one issued for this instruction",
     "amount_differs": "the amount differs from the instruction's",
     "pay_point_differs": "the pay point differs from the instruction's",
-    "code_used_twice": "this code was already confirmed",
+    "code_used_twice": "this code was already confirmed, or is on another row of the file",
     "window_closed": "paid after the window closed (the instruction is UNCLAIMED)",
+    "outside_window": "collected_on is outside the payout window of the list",
     "not_payable": "the instruction cannot be paid in its state",
     "proxy_without_mandate": "collected by a proxy, but the beneficiary has no proxy",
     "proxy_mandate_expired": "collected by a proxy after the proxy's mandate expired",
@@ -138,6 +153,7 @@ class ConfirmationImport:
 class _Row:
     row: int
     cells: dict[str, str]
+    problem: str | None = None  # why the row cannot be read as a whole (its cells are kept)
 
 
 def collection_reference(collected_on: dt.date, collected_by: str, key_id: str) -> str:
@@ -176,8 +192,13 @@ def read_confirmations(path: Path) -> list[_Row]:
     above the header skipped, a semicolon CSV accepted, a text that came back with the ``'``
     our lists put before ``=``, ``+``, ``-``, ``@`` read without it.
 
+    A row with more fields than the header (a stray separator in a name, a cell typed beside
+    the table) is kept with its problem: it goes to the review list as ``malformed_row``, as
+    the roster refuses that shape, rather than being read with a field shifted or dropped.
+
     Raises:
-        InvalidConfirmations: the file cannot be read, or a required column is missing.
+        InvalidConfirmations: the file cannot be read, a required column is missing, or it
+            holds no row below its header.
     """
     source = str(path)
     try:
@@ -191,7 +212,8 @@ def read_confirmations(path: Path) -> list[_Row]:
                 f"row {table.line}: the header lacks column {missing[0]} (expected "
                 f"{', '.join(CONFIRMATION_COLUMNS)})",
             )
-        return [
+        width = len(header)
+        rows = [
             _Row(
                 number,
                 {
@@ -199,9 +221,17 @@ def read_confirmations(path: Path) -> list[_Row]:
                     for index, column in enumerate(header)
                     if column in CONFIRMATION_COLUMNS
                 },
+                f"has {len(cells)} fields, the header {width}"
+                if len(cells) > width and any(cell.strip() for cell in cells[width:])
+                else None,
             )
             for number, cells in table.rows
         ]
+        if not rows:
+            raise InvalidConfirmations(
+                source, f"row {table.line + 1}: the file has no rows below its header"
+            )
+        return rows
     except InvalidRoster as exc:  # from the file reader: the file cannot be read
         reasons = (
             "empty: no header row"
@@ -222,10 +252,43 @@ class _Reject(InvalidInput):
         self.detail = detail or REASONS[reason]
 
 
-def _amount(text: str) -> int:
-    digits = text.replace(",", "").replace(" ", "")
-    if not digits.isascii() or not digits.isdigit():
-        raise _Reject("malformed_row", "amount: whole đồng, digits only")
+#: What may follow a VND amount (compared case aside): the currency, as clerks write it.
+_DONG: Final = ("vnđ", "vnd", "đồng", "đ", "₫")
+#: Thousands grouped by one separator (a dot, a comma, a space — plain, no-break or narrow),
+#: every group after the first of exactly three digits: ``360.000``, ``1 360 000``.
+_GROUPED: Final = re.compile(r"[0-9]{1,3}([., \u00a0\u202f])[0-9]{3}(?:\1[0-9]{3})*")
+#: More digits than this is no payment (and would make a huge number).
+_MAX_DIGITS: Final = 18
+
+
+def _amount(text: str, currency: str) -> int:
+    """The amount of a row in whole minor units, as a clerk types it.
+
+    Digits alone are read in any currency. A currency without a minor unit (VND) may be
+    grouped by thousands with dots, commas or spaces, and followed by ``đ``, ``₫``, ``đồng``,
+    ``VND`` or ``VNĐ``: unambiguous, since every group after the first must have three digits
+    (``360.000``, never ``360.5`` or ``3,60,000``).
+
+    >>> _amount("360.000 đ", "VND"), _amount("1,360,000", "VND"), _amount("360000", "VND")
+    (360000, 1360000, 360000)
+    """
+    value = text.strip()
+    folded = value.casefold()
+    unit = next((u for u in _DONG if folded.endswith(u)), None)
+    if unit is not None:
+        if currency != "VND":
+            raise _Reject("malformed_row", f"amount: in đồng, the instruction is in {currency}")
+        value = value[: len(value) - len(unit)].rstrip()
+    if value.isascii() and value.isdigit():
+        digits = value
+    elif MINOR_UNITS.get(currency) == 0 and _GROUPED.fullmatch(value):
+        digits = re.sub("[^0-9]", "", value)
+    else:
+        raise _Reject(
+            "malformed_row", "amount: whole đồng, digits or grouped by thousands (360.000)"
+        )
+    if len(digits.lstrip("0")) > _MAX_DIGITS:
+        raise _Reject("malformed_row", f"amount: more than {_MAX_DIGITS} digits")
     return int(digits)
 
 
@@ -263,7 +326,21 @@ class _Checker:
     provider: PostalCashProvider
     records: dict[str, InstructionRecord]
     references: _References
+    #: the last day of each listed instruction's payment window (the provider's register)
+    closes: dict[str, dt.date] = attrs.field(factory=dict)
     seen: set[str] = attrs.field(factory=set)
+
+    def same_code(self, row: _Row) -> tuple[str, str] | None:
+        """(instruction id, code) of a row that names a known instruction of this provider
+        with a well-formed code: what makes two rows "the same code"; None otherwise."""
+        ident = row.cells.get("instruction_id", "")
+        record = self.records.get(ident)
+        if record is None or record.provider != self.provider.name:
+            return None
+        try:
+            return ident, normalise_code(row.cells.get("code", ""))
+        except InvalidCollectionCode:
+            return None
 
     def check(self, row: _Row) -> Result | None:
         """The row's result, or None for a repeat of what the ledger already has.
@@ -271,6 +348,8 @@ class _Checker:
         Raises:
             _Reject: the row goes to the review list.
         """
+        if row.problem is not None:
+            raise _Reject("malformed_row", row.problem)
         cells = row.cells
         ident = cells.get("instruction_id", "")
         if not ident:
@@ -279,13 +358,13 @@ class _Checker:
             normalise_code(cells.get("code", ""))
         except InvalidCollectionCode as exc:
             raise _Reject("malformed_code", exc.reason) from None
-        amount = _amount(cells.get("amount", ""))
         outcome = cells.get("outcome", "").lower()
         if outcome not in ("paid", "unclaimed"):
             raise _Reject("malformed_row", "outcome: paid or unclaimed")
         record = self.records.get(ident)
         if record is None or record.provider != self.provider.name:
             raise _Reject("unknown_instruction")
+        amount = _amount(cells.get("amount", ""), record.currency)
         address = parse_address(record.address)
         point = address.pay_point if isinstance(address, CashPickup) else ""
         given_point = cells.get("pay_point", "")
@@ -337,6 +416,13 @@ class _Checker:
             raise _Reject("window_closed")
         if state not in (S.SUBMITTED, S.ACCEPTED, S.UNKNOWN):
             raise _Reject("not_payable", f"the instruction is {state}")
+        first, last = self._window(record)
+        if not first <= on <= last:
+            raise _Reject(
+                "outside_window",
+                f"collected {on.isoformat()}; the window is {first.isoformat()} to "
+                f"{last.isoformat()}",
+            )
         if by == "proxy":
             self._mandate(row, record, on)
         self.seen.add(record.instruction_id)
@@ -346,6 +432,17 @@ class _Checker:
             provider_reference=reference,
             amount=Money(record.amount, record.currency),
         )
+
+    def _window(self, record: InstructionRecord) -> tuple[dt.date, dt.date]:
+        """The days cash of ``record`` can have been collected on: from the list's first day
+        (or the benefit month's first day, when earlier: a past month replayed) to the list's
+        last (today, when the provider's register does not know the instruction)."""
+        month = Period(record.period).first_day
+        closes = self.closes.get(record.instruction_id)
+        if closes is None:
+            return month, max(month, self.provider.today())
+        opens = closes - dt.timedelta(days=self.provider.settings.window_days)
+        return min(month, opens), closes
 
     def _mandate(self, row: _Row, record: InstructionRecord, on: dt.date) -> None:
         """A proxy collection needs a proxy on the mandate, valid on the day, the same person
@@ -391,30 +488,60 @@ def import_confirmations(
     with store.transaction():
         wanted = sorted({row.cells.get("instruction_id", "") for row in rows} - {""})
         records = {r.instruction_id: r for r in store.instructions_by_id(wanted)}
-        checker = _Checker(store, provider, records, _References(store))
+        checker = _Checker(
+            store, provider, records, _References(store), provider.window_closes(wanted)
+        )
         results: list[Result] = []
         review: list[ReviewLine] = []
         repeated = 0
+        # The first row of each code: its number, and its place in the review list if rejected.
+        firsts: dict[tuple[str, str], tuple[int, int | None]] = {}
+
+        def reject(row: _Row, reason: str, detail: str) -> None:
+            review.append(
+                ReviewLine(
+                    row.row,
+                    row.cells.get("instruction_id", ""),
+                    row.cells.get("code", "")[:40],
+                    reason,
+                    detail,
+                )
+            )
+
         for row in rows:
+            code = checker.same_code(row)
+            first = firsts.get(code) if code is not None else None
+            if first is not None and first[1] is not None:
+                # The first row of this code was rejected: a second one must not slip in
+                # what it could not. Both go to review, the first keeping its own reason.
+                earlier = review[first[1]]
+                if earlier.reason != "code_used_twice":
+                    review[first[1]] = attrs.evolve(
+                        earlier,
+                        reason="code_used_twice",
+                        detail=f"row {row.row} has the same code; this row: {earlier.reason}: "
+                        f"{earlier.detail}",
+                    )
+                reject(row, "code_used_twice", f"row {first[0]} has the same code, rejected")
+                continue
             try:
                 result = checker.check(row)
             except _Reject as rejected:
-                review.append(
-                    ReviewLine(
-                        row.row,
-                        row.cells.get("instruction_id", ""),
-                        row.cells.get("code", "")[:40],
-                        rejected.reason,
-                        rejected.detail,
-                    )
-                )
+                reject(row, rejected.reason, rejected.detail)
+                if code is not None and first is None:
+                    firsts[code] = (row.row, len(review) - 1)
                 continue
+            if code is not None and first is None:
+                firsts[code] = (row.row, None)
             if result is None:
                 repeated += 1
             else:
                 results.append(result)
         import_id = store.add_import(IMPORT_KIND, source, digest, at)
         outcome = apply_results(store, results, provider=provider.name)
+        _flag(
+            store, provider, at, [records[r.key] for r in results if r.kind is ResultKind.UNCLAIMED]
+        )
         store.finish_import(import_id, len(rows), ImportSummary(outcome.applied, repeated, 0))
         store.append_events(_events(at, provider.name, source, digest, review, records))
         store.append_events(
@@ -434,6 +561,20 @@ def import_confirmations(
     return ConfirmationImport(
         source, digest, len(rows), outcome.applied, repeated, tuple(review), already_imported=False
     )
+
+
+def _flag(
+    store: Store, provider: PostalCashProvider, at: str, unclaimed: Iterable[InstructionRecord]
+) -> None:
+    """Flag for re-verification those the file made UNCLAIMED the last of their months in a
+    row (the window close flags those it moves: each month counts however it was recorded)."""
+    cycles: dict[tuple[str, int], set[str]] = {}
+    for record in unclaimed:
+        cycles.setdefault((record.programme, record.period), set()).add(record.beneficiary_id)
+    for (programme, ordinal), beneficiaries in sorted(cycles.items()):
+        flag_unclaimed(
+            store, programme, Period(ordinal), beneficiaries, provider.reverify_after, at
+        )
 
 
 def _events(

@@ -238,13 +238,46 @@ class PostalCashProvider:
         """Write the payout lists of the payments not sent before; PENDING for every payment.
 
         Raises:
-            ProviderError: a payment is not cash at a pay point (nothing is written).
+            ProviderError: a payment is not cash at a pay point, or a key listed before (or
+                earlier in the batch) comes with another amount or pay point —
+                ``provider_code="KEY_REUSED"``: a key is never reused for another payment, and
+                its collection code binds the first (nothing is written).
         """
-        known = set(self.window_closes([p.key for p in payments]))
-        fresh = [p for p in payments if p.key not in known]
+        listed = self._listed([p.key for p in payments])
+        fresh: dict[str, Payment] = {}
+        for payment in payments:
+            pickup = payment.address
+            point = pickup.pay_point if isinstance(pickup, CashPickup) else None
+            held = listed.get(payment.key)
+            if held is None:
+                first = fresh.setdefault(payment.key, payment)
+                first_point = (
+                    first.address.pay_point if isinstance(first.address, CashPickup) else None
+                )
+                held = (first_point or "", first.amount.minor, first.amount.currency)
+            if held != (point or "", payment.amount.minor, payment.amount.currency):
+                raise ProviderError(
+                    self.name,
+                    f"payment {payment.key}: listed before with another amount or pay point; a "
+                    "key is never reused for another payment: nothing was written",
+                    provider_code="KEY_REUSED",
+                )
         if fresh:
-            self._write(fresh)
+            self._write(list(fresh.values()))
         return [Result(p.key, ResultKind.PENDING) for p in payments]
+
+    def _listed(self, keys: Sequence[str]) -> dict[str, tuple[str, int, str]]:
+        """(pay point, amount, currency) of each key listed before."""
+        found: dict[str, tuple[str, int, str]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            for key, point, amount, currency in self._register.execute(
+                "SELECT key, pay_point, amount, currency FROM sent "
+                f"WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found[key] = (point, amount, currency)
+        return found
 
     def window_closes(self, keys: Sequence[str]) -> dict[str, dt.date]:
         """The last day of the payment window of each key sent (keys never sent are absent)."""

@@ -8,8 +8,11 @@ months again as arrears.
 
 A beneficiary whose cash went uncollected in ``reverify_after_unclaimed`` consecutive cycles
 (default 3) is flagged ``reverify``: someone should check that the person is alive, still lives
-there and can reach the pay point. The flag is stored (one open flag per beneficiary and kind),
-recorded as a ``beneficiary.flagged`` event and listed by ``sap-payments report flags``.
+there and can reach the pay point. A month counts however it became UNCLAIMED — moved by the
+window close, or reported ``unclaimed`` in a confirmation file — and is judged when it does
+(:func:`flag_unclaimed`, called by both). The flag is stored (one open flag per beneficiary
+and kind), recorded as a ``beneficiary.flagged`` event and listed by ``sap-payments report
+flags``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "WindowClose",
     "WindowStillOpen",
     "close_window",
+    "flag_unclaimed",
     "unclaimed_streaks",
     "write_flags",
 ]
@@ -109,6 +113,50 @@ def unclaimed_streaks(
     return streak
 
 
+def flag_unclaimed(
+    store: Store,
+    programme: str,
+    period: Period,
+    beneficiary_ids: Iterable[str],
+    threshold: int,
+    at: str,
+) -> list[FlagRecord]:
+    """Flag ``reverify`` those of ``beneficiary_ids`` whose cash went uncollected ``threshold``
+    cycles in a row up to ``period`` (:func:`unclaimed_streaks`), with a ``beneficiary.flagged``
+    event each; the flags newly raised (one already open is not raised again).
+
+    Called for the beneficiaries whose instruction of the cycle has just become UNCLAIMED,
+    whichever way: by the window close, or by an ``unclaimed`` row of a confirmation file.
+    """
+    streaks = unclaimed_streaks(store, programme, period, beneficiary_ids, threshold)
+    raised = store.add_flags(
+        [
+            FlagRecord(
+                programme,
+                beneficiary_id,
+                REVERIFY,
+                at,
+                f"cash uncollected {streak} cycles in a row, the last {period}",
+            )
+            for beneficiary_id, streak in sorted(streaks.items())
+            if streak >= threshold
+        ]
+    )
+    store.append_events(
+        EventRecord(
+            at,
+            "beneficiary.flagged",
+            None,
+            None,
+            None,
+            None,
+            f"{flag.beneficiary_id}: {flag.kind}: {flag.detail}",
+        )
+        for flag in raised
+    )
+    return raised
+
+
 def close_window(
     store: Store,
     provider: PostalCashProvider,
@@ -157,35 +205,11 @@ def close_window(
         )
         currency = open_records[0].currency if open_records else "VND"
         amount = Money(sum(r.amount for r in open_records), currency)
-        streaks = unclaimed_streaks(
-            store, programme, period, {r.beneficiary_id for r in open_records}, threshold
+        raised = flag_unclaimed(
+            store, programme, period, {r.beneficiary_id for r in open_records}, threshold, at
         )
-        flags = [
-            FlagRecord(
-                programme,
-                beneficiary_id,
-                REVERIFY,
-                at,
-                f"cash uncollected {streak} cycles in a row, the last {period}",
-            )
-            for beneficiary_id, streak in sorted(streaks.items())
-            if streak >= threshold
-        ]
-        raised = store.add_flags(flags)
         store.append_events(
             [
-                *(
-                    EventRecord(
-                        at,
-                        "beneficiary.flagged",
-                        None,
-                        None,
-                        None,
-                        None,
-                        f"{flag.beneficiary_id}: {flag.kind}: {flag.detail}",
-                    )
-                    for flag in raised
-                ),
                 EventRecord(
                     at,
                     "window.closed",

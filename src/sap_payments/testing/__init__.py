@@ -16,13 +16,18 @@ from __future__ import annotations
 
 from sap_payments.testing.conformance import (
     CHECKS,
+    HOSTILE,
+    Answers,
     Check,
     ConformanceFailure,
+    Hostile,
+    MakeKey,
     MakePayment,
     MoneyProbe,
     ProviderConformance,
     check_provider,
     default_payment,
+    instruction_key,
     run_check,
 )
 from sap_payments.testing.sandbox import (
@@ -36,9 +41,13 @@ from sap_payments.testing.sandbox import (
 
 __all__ = [
     "CHECKS",
+    "HOSTILE",
     "REPORT_FORMAT",
+    "Answers",
     "Check",
     "ConformanceFailure",
+    "Hostile",
+    "MakeKey",
     "MakePayment",
     "MoneyProbe",
     "ProviderConformance",
@@ -48,6 +57,7 @@ __all__ = [
     "check_provider",
     "default_payment",
     "ewallet",
+    "instruction_key",
     "postal",
     "run_check",
 ]

@@ -6,6 +6,10 @@ runs through the real file formats. Deterministic from a seed; files valid again
     simulator = BankSimulator(outbox, inbox, seed=7, reject_per_mille=20, return_per_mille=5)
     written = simulator.process()      # answers every pain.001 not answered yet
     ledger.import_report(path, provider="vietinbank") for path in written
+    later = simulator.return_payments([instruction_id], "AC04")   # money back, weeks later
+
+Rejections and returns carry the bank's words beside the code (``AddtlInf``), as real banks'
+files do.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ __all__ = ["BankSimulator", "Transfer"]
 
 _REJECT_REASONS: Final = ("AC04", "AC01", "BE01")  # closed account, wrong number, name mismatch
 _RETURN_REASONS: Final = ("AC04",)
+#: The bank's own words beside each code (StsRsnInf/AddtlInf, RtrInf/AddtlInf).
+_WORDS: Final = {
+    "AC01": "Incorrect account number",
+    "AC04": "Account closed",
+    "BE01": "Name does not match the account",
+    "FF01": "File rejected: invalid format",
+}
 
 
 @attrs.frozen
@@ -153,7 +164,10 @@ class BankSimulator:
             f"<OrgnlNbOfTxs>{len(transfers)}</OrgnlNbOfTxs><GrpSts>{group}</GrpSts>"
         ]
         if rejected_file:
-            parts.append("<StsRsnInf><Rsn><Cd>FF01</Cd></Rsn></StsRsnInf>")
+            parts.append(
+                f"<StsRsnInf><Rsn><Cd>FF01</Cd></Rsn><AddtlInf>{_WORDS['FF01']}</AddtlInf>"
+                "</StsRsnInf>"
+            )
         parts.append("</OrgnlGrpInfAndSts>")
         if not rejected_file:
             parts.append(
@@ -166,7 +180,10 @@ class BankSimulator:
                     f"</OrgnlEndToEndId><TxSts>{'RJCT' if why else 'ACSC'}</TxSts>"
                 )
                 if why:
-                    parts.append(f"<StsRsnInf><Rsn><Cd>{why}</Cd></Rsn></StsRsnInf>")
+                    parts.append(
+                        f"<StsRsnInf><Rsn><Cd>{why}</Cd></Rsn><AddtlInf>{_WORDS[why]}</AddtlInf>"
+                        "</StsRsnInf>"
+                    )
                 parts.append(
                     f'<OrgnlTxRef><Amt><InstdAmt Ccy="{transfer.currency}">{transfer.amount}'
                     "</InstdAmt></Amt></OrgnlTxRef></TxInfAndSts>"
@@ -212,17 +229,56 @@ class BankSimulator:
                     "<CdtDbtInd>DBIT</CdtDbtInd></TxDtls>"
                 )
             parts.append("</NtryDtls></Ntry>")
-        for transfer in paid:
-            key = escape(transfer.end_to_end_id)
-            money = f'Ccy="{transfer.currency}">{transfer.amount}'
-            if self._draw(transfer.end_to_end_id, "return") < self.return_per_mille:
-                why = _RETURN_REASONS[0]
-                parts.append(
-                    f"<Ntry><Amt {money}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>"
-                    f"<BookgDt><Dt>{booked}</Dt></BookgDt><BkTxCd/>"
-                    f"<NtryDtls><TxDtls><Refs><EndToEndId>{key}</EndToEndId></Refs>"
-                    f"<Amt {money}</Amt><CdtDbtInd>CRDT</CdtDbtInd>"
-                    f"<RtrInf><Rsn><Cd>{why}</Cd></Rsn></RtrInf></TxDtls></NtryDtls></Ntry>"
-                )
+        parts.extend(
+            self._return_entry(transfer, _RETURN_REASONS[0], booked)
+            for transfer in paid
+            if self._draw(transfer.end_to_end_id, "return") < self.return_per_mille
+        )
         parts.append("</Ntfctn></BkToCstmrDbtCdtNtfctn></Document>\n")
         return "".join(parts).encode()
+
+    @staticmethod
+    def _return_entry(transfer: Transfer, why: str, booked: str) -> str:
+        """A booked credit bringing ``transfer`` back, with its return reason and words."""
+        key = escape(transfer.end_to_end_id)
+        money = f'Ccy="{transfer.currency}">{transfer.amount}'
+        words = f"<AddtlInf>{escape(_WORDS[why])}</AddtlInf>" if why in _WORDS else ""
+        return (
+            f"<Ntry><Amt {money}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>"
+            f"<BookgDt><Dt>{booked}</Dt></BookgDt><BkTxCd/>"
+            f"<NtryDtls><TxDtls><Refs><EndToEndId>{key}</EndToEndId></Refs>"
+            f"<Amt {money}</Amt><CdtDbtInd>CRDT</CdtDbtInd>"
+            f"<RtrInf><Rsn><Cd>{escape(why)}</Cd></Rsn>{words}</RtrInf></TxDtls></NtryDtls></Ntry>"
+        )
+
+    def return_payments(self, end_to_end_ids: Sequence[str], reason: str = "AC04") -> Path:
+        """A camt.054.001.08 in the inbox bringing back the payments ``end_to_end_ids`` (read
+        from the outbox's pain.001 files), each a booked credit with return reason ``reason``
+        — a bank returning money weeks after it paid, e.g. for a closed account (AC04).
+
+        Raises:
+            KeyError: an id that no pain.001 in the outbox carries.
+        """
+        sent: dict[str, tuple[str, str, Transfer]] = {}
+        for path in sorted(self.outbox.glob("pain.001.*.xml")):
+            message_id, _payment_info, debtor, transfers = read_pain001(path)
+            for transfer in transfers:
+                sent[transfer.end_to_end_id] = (message_id, debtor, transfer)
+        chosen = [sent[key] for key in end_to_end_ids]
+        booked = dt.date(self.clock.year, self.clock.month, self.clock.day).isoformat()
+        name = hashlib.sha256("\n".join([reason, *end_to_end_ids]).encode()).hexdigest()[:16]
+        debtor = chosen[0][1] if chosen else ""
+        data = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.08">'
+            "<BkToCstmrDbtCdtNtfctn>"
+            f"<GrpHdr><MsgId>RTN-{name}</MsgId><CreDtTm>{self._stamp()}</CreDtTm></GrpHdr>"
+            f"<Ntfctn><Id>RTN-{name}</Id><CreDtTm>{self._stamp()}</CreDtTm>"
+            f"<Acct><Id><Othr><Id>{escape(debtor)}</Id></Othr></Id></Acct>"
+            + "".join(self._return_entry(transfer, reason, booked) for _, _, transfer in chosen)
+            + "</Ntfctn></BkToCstmrDbtCdtNtfctn></Document>\n"
+        ).encode()
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        path = self.inbox / f"camt.054-returns-{name}.xml"
+        write_atomically(path, data)
+        return path

@@ -854,6 +854,8 @@ class SandboxProvider:
             raise bad("not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise bad(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        except RecursionError:  # json's decoder recurses once per level of nesting
+            raise bad("JSON nested beyond reason") from None
         if not isinstance(document, dict):
             raise bad("the document is not a JSON object")
         if document.get("format") != REPORT_FORMAT:
