@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["Journal"]
 
@@ -95,34 +95,37 @@ class Journal:
         """key → ``[(correlation id, kind, when sent), ...]`` for the keys ever sent, newest
         first (``when``: seconds since the epoch)."""
         found: dict[str, list[tuple[str, str, float]]] = {}
-        unique = list(dict.fromkeys(keys))
-        with self._lock:
-            for start in range(0, len(unique), 500):
-                chunk = unique[start : start + 500]
-                rows = self._db.execute(
-                    "SELECT key, correlation, kind, at FROM sent"
-                    f" WHERE key IN ({', '.join('?' * len(chunk))}) ORDER BY rowid DESC",
-                    chunk,
-                ).fetchall()
-                for key, correlation, kind, at in rows:
-                    found.setdefault(key, []).append((correlation, kind, float(at)))
+        for key, correlation, kind, at in self._sent_rows(
+            keys, "key, correlation, kind, at", "", " ORDER BY rowid DESC"
+        ):
+            found.setdefault(key, []).append((correlation, kind, float(at)))
         return found
 
     def digests(self, keys: Sequence[str]) -> dict[str, set[str]]:
         """key → the digests of the payments it was sent with (keys sent with none left out)."""
         found: dict[str, set[str]] = {}
+        for key, digest in self._sent_rows(keys, "key, digest", "digest IS NOT NULL AND ", ""):
+            found.setdefault(key, set()).add(digest)
+        return found
+
+    def _sent_rows(
+        self, keys: Sequence[str], columns: str, condition: str, order: str
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``sent`` for ``keys`` (each once), 500 keys a query; the fragments are
+        fixed SQL, the keys bound."""
+        rows: list[tuple[Any, ...]] = []
         unique = list(dict.fromkeys(keys))
         with self._lock:
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
-                rows = self._db.execute(
-                    "SELECT key, digest FROM sent WHERE digest IS NOT NULL"
-                    f" AND key IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-                for key, digest in rows:
-                    found.setdefault(key, set()).add(digest)
-        return found
+                rows.extend(
+                    self._db.execute(
+                        f"SELECT {columns} FROM sent WHERE {condition}"
+                        f"key IN ({', '.join('?' * len(chunk))}){order}",
+                        chunk,
+                    ).fetchall()
+                )
+        return rows
 
     def keys_of(self, correlation: str) -> list[str]:
         """The keys that travelled under ``correlation``."""
